@@ -1,0 +1,1 @@
+"""poolserve's PyTorch side: the pooling library and the descriptor models."""

@@ -1,0 +1,175 @@
+"""Parameter schemas shared by the library and the HTTP API.
+
+Field names follow torch (``kernel_size``, ``stride``, ``padding``, ...). Every
+schema is a frozen pydantic model, so a validated parameter set is hashable and
+can key a graph cache. Values are normalised on the way in: sizes become
+``(h, w)`` pairs and padding becomes ``(left, right, top, bottom)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import torch
+from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, model_validator
+
+from models.pooling.errors import PoolInputError, PoolParamError
+
+
+def _to_pair(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 1:
+        return (value[0], value[0])
+    return value
+
+
+def _to_padding(value: Any) -> Any:
+    """int -> all four sides; (ph, pw) -> symmetric; (l, r, t, b) kept as given."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value, value, value)
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) == 1:
+            return (value[0],) * 4
+        if len(value) == 2:
+            return (value[1], value[1], value[0], value[0])
+    return value
+
+
+_INT_OR_PAIR_SCHEMA = {
+    "anyOf": [
+        {"type": "integer"},
+        {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+    ]
+}
+
+Pair = Annotated[tuple[int, int], BeforeValidator(_to_pair), WithJsonSchema(_INT_OR_PAIR_SCHEMA)]
+"""An int or an (h, w) pair, normalised to a pair."""
+
+Padding = Annotated[
+    tuple[int, int, int, int],
+    BeforeValidator(_to_padding),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer"},
+                {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+                {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4},
+            ],
+            "description": "int, (pad_h, pad_w), or asymmetric (left, right, top, bottom)",
+        }
+    ),
+]
+"""Padding normalised to (left, right, top, bottom), the order of ``torch.nn.functional.pad``."""
+
+OptionalPair = Annotated[
+    tuple[int, int] | None,
+    BeforeValidator(_to_pair),
+    WithJsonSchema({"anyOf": [*_INT_OR_PAIR_SCHEMA["anyOf"], {"type": "null"}]}),
+]
+
+
+class PoolParams(BaseModel):
+    """Base for every op's parameters: unknown fields are refused, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
+        """The output shape for these input shapes; raises PoolInputError when they don't fit."""
+        raise NotImplementedError
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise PoolParamError with an actionable message; used instead of ``assert``."""
+    if not condition:
+        raise PoolParamError(message)
+
+
+def check_nchw(shape: Sequence[int], op: str) -> tuple[int, int, int, int]:
+    """Input must be a non-empty 4-D NCHW tensor."""
+    if len(shape) != 4:
+        raise PoolInputError(f"{op}: expected a 4-D NCHW input, got {len(shape)}-D {tuple(shape)}")
+    if any(d <= 0 for d in shape):
+        raise PoolInputError(f"{op}: every input dimension must be > 0, got {tuple(shape)}")
+    n, c, h, w = (int(d) for d in shape)
+    return n, c, h, w
+
+
+def check_float(x: torch.Tensor, op: str) -> None:
+    if not x.is_floating_point():
+        raise PoolInputError(f"{op}: expected a floating-point tensor, got {x.dtype}")
+
+
+def pooled_length(
+    size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int, ceil: bool
+) -> int:
+    """Output length along one axis, with torch's rule for asymmetric padding and ceil_mode.
+
+    In ceil mode the last window must start inside the input or the leading padding,
+    never entirely in the trailing padding.
+    """
+    span = size + pad_begin + pad_end - (dilation * (kernel - 1) + 1)
+    if span < 0:
+        return 0
+    out = (math.ceil(span / stride) if ceil else span // stride) + 1
+    if ceil and (out - 1) * stride >= size + pad_begin:
+        out -= 1
+    return out
+
+
+class WindowParams(PoolParams):
+    """A sliding window: kernel, stride (defaults to the kernel), padding, dilation, ceil_mode."""
+
+    kernel_size: Pair
+    stride: OptionalPair = None
+    padding: Padding = (0, 0, 0, 0)
+    dilation: Pair = (1, 1)
+    ceil_mode: bool = False
+
+    @model_validator(mode="after")
+    def _check_window(self) -> WindowParams:
+        kh, kw = self.kernel_size
+        require(kh > 0 and kw > 0, f"kernel_size must be > 0, got {self.kernel_size}")
+        if self.stride is None:
+            object.__setattr__(self, "stride", self.kernel_size)
+        require(
+            self.strides[0] > 0 and self.strides[1] > 0,
+            f"stride must be > 0, got {self.stride}",
+        )
+        require(self.dilation[0] > 0 and self.dilation[1] > 0, "dilation must be > 0")
+        left, right, top, bottom = self.padding
+        require(min(self.padding) >= 0, f"padding must be >= 0, got {self.padding}")
+        require(
+            max(left, right) <= kw // 2 and max(top, bottom) <= kh // 2,
+            f"padding {self.padding} (left, right, top, bottom) must be at most half the kernel "
+            f"{self.kernel_size}: use padding <= kernel_size // 2 on each side",
+        )
+        return self
+
+    @property
+    def strides(self) -> tuple[int, int]:
+        """The resolved stride (the validator fills ``stride`` from ``kernel_size``)."""
+        return self.stride if self.stride is not None else self.kernel_size
+
+    @property
+    def symmetric(self) -> bool:
+        left, right, top, bottom = self.padding
+        return left == right and top == bottom
+
+    def output_hw(self, h: int, w: int, op: str = "pool") -> tuple[int, int]:
+        left, right, top, bottom = self.padding
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation
+        oh = pooled_length(h, kh, sh, top, bottom, dh, self.ceil_mode)
+        ow = pooled_length(w, kw, sw, left, right, dw, self.ceil_mode)
+        if oh < 1 or ow < 1:
+            raise PoolInputError(
+                f"{op}: window {self.kernel_size} (dilation {self.dilation}) is larger than the "
+                f"padded input {h + top + bottom}x{w + left + right}"
+            )
+        return oh, ow
+
+    def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
+        n, c, h, w = check_nchw(shapes[0], type(self).__name__)
+        return (n, c, *self.output_hw(h, w))
