@@ -12,7 +12,6 @@ import math
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-import torch
 from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, model_validator
 
 from models.pooling.errors import PoolInputError, PoolParamError
@@ -88,18 +87,17 @@ def require(condition: bool, message: str) -> None:
 
 
 def check_nchw(shape: Sequence[int], op: str) -> tuple[int, int, int, int]:
-    """Input must be a non-empty 4-D NCHW tensor."""
+    """Input must be a non-empty 4-D NCHW tensor.
+
+    The dims come back as given, never through ``int()``: under the dynamo exporter they are
+    symbolic, and ``int()`` would specialise a dynamic batch or H/W to the traced value.
+    """
     if len(shape) != 4:
         raise PoolInputError(f"{op}: expected a 4-D NCHW input, got {len(shape)}-D {tuple(shape)}")
     if any(d <= 0 for d in shape):
         raise PoolInputError(f"{op}: every input dimension must be > 0, got {tuple(shape)}")
-    n, c, h, w = (int(d) for d in shape)
+    n, c, h, w = shape
     return n, c, h, w
-
-
-def check_float(x: torch.Tensor, op: str) -> None:
-    if not x.is_floating_point():
-        raise PoolInputError(f"{op}: expected a floating-point tensor, got {x.dtype}")
 
 
 def pooled_length(

@@ -3,19 +3,27 @@
 ``create_pool("max", kernel_size=2)`` validates the parameters with the op's schema
 and builds its ``nn.Module``. The HTTP API and the exporter read the same entries,
 so a name means the same op everywhere.
+
+The registry is torch-free: a spec names its module by import path, and the module (and
+with it torch) is imported only when ``PoolSpec.module`` is first read. The API validates
+parameters without ever importing torch.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
-from torch import nn
 
 from models.pooling.errors import PoolParamError, UnknownPoolError
 from models.pooling.params import PoolParams
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -25,7 +33,7 @@ class PoolSpec:
     Attributes:
         name: the stable name used by ``create_pool`` and the API.
         params: the pydantic schema that validates and normalises the op's parameters.
-        module: builds the ``nn.Module`` from validated parameters.
+        module_path: where the ``nn.Module`` class lives, as ``"package.module:Class"``.
         summary: one line for the README and the API's op listing.
         inputs: names of the tensor inputs, in call order.
         learnable: True when the op carries weights (they come from a checkpoint or a seed).
@@ -33,10 +41,25 @@ class PoolSpec:
 
     name: str
     params: type[PoolParams]
-    module: Callable[[Any], nn.Module]
+    module_path: str
     summary: str
     inputs: tuple[str, ...] = ("x",)
     learnable: bool = False
+
+    @property
+    def module(self) -> Callable[[Any], nn.Module]:
+        """The module class that ``module_path`` names, imported on first use (this imports
+        torch)."""
+        return _import_object(self.module_path)
+
+
+@cache
+def _import_object(path: str) -> Callable[[Any], nn.Module]:
+    """Import ``"package.module:Name"`` and return ``Name``."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"module path must look like 'package.module:Class', got {path!r}")
+    return cast("Callable[[Any], nn.Module]", getattr(importlib.import_module(module_name), attr))
 
 
 _REGISTRY: dict[str, PoolSpec] = {}

@@ -15,28 +15,12 @@ a count map, so both paths agree wherever both apply.
 from __future__ import annotations
 
 import torch.nn.functional as F
-from pydantic import model_validator
 from torch import Tensor, nn
 
-from models.pooling.params import WindowParams, check_float, require
-from models.pooling.registry import PoolSpec, register_pool
-
-
-class MaxParams(WindowParams):
-    return_indices: bool = False
-
-
-class AvgParams(WindowParams):
-    count_include_pad: bool = True
-    divisor_override: int | None = None
-
-    @model_validator(mode="after")
-    def _check_divisor(self) -> AvgParams:
-        require(
-            self.divisor_override is None or self.divisor_override > 0,
-            f"divisor_override must be > 0 or null, got {self.divisor_override}",
-        )
-        return self
+from models.pooling.checks import check_float
+from models.pooling.params import WindowParams
+from models.pooling.schemas.window import AvgParams as AvgParams
+from models.pooling.schemas.window import MaxParams as MaxParams
 
 
 def _trailing_pad(x: Tensor, p: WindowParams) -> tuple[int, int, int, int]:
@@ -150,23 +134,3 @@ class AvgPool(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return avg_pool(x, self.params)
-
-
-register_pool(
-    PoolSpec(
-        "max",
-        MaxParams,
-        MaxPool,
-        "Sliding-window maximum (torch MaxPool2d), with asymmetric padding and return_indices.",
-    )
-)
-register_pool(
-    PoolSpec(
-        "avg",
-        AvgParams,
-        AvgPool,
-        "Sliding-window mean (torch AvgPool2d), with "
-        "count_include_pad, divisor_override, asymmetric padding and dilation.",
-    )
-)
-register_pool(PoolSpec("min", MaxParams, MinPool, "Sliding-window minimum, -max(-x)."))

@@ -1,0 +1,42 @@
+"""Parameter schema and registry entry of ``models.pooling.median``, without torch."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from models.pooling.errors import PoolInputError
+from models.pooling.params import WindowParams
+from models.pooling.registry import PoolSpec, register_pool
+
+
+class MedianParams(WindowParams):
+    """Window parameters plus what the padding holds.
+
+    Attributes:
+        padding_mode: ``"reflect"`` (default), ``"replicate"`` or ``"zeros"``; the padded
+            values count as window values. Reflect needs padding < input size on each side.
+    """
+
+    padding_mode: Literal["reflect", "replicate", "zeros"] = "reflect"
+
+    def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
+        shape = super().output_shape(*shapes)
+        h, w = shapes[0][2], shapes[0][3]
+        left, right, top, bottom = self.padding
+        if self.padding_mode == "reflect" and (max(left, right) >= w or max(top, bottom) >= h):
+            raise PoolInputError(
+                f"median: reflect padding {self.padding} (left, right, top, bottom) must be "
+                f"smaller than the {h}x{w} input on each side; use less padding or "
+                "padding_mode='replicate'"
+            )
+        return shape
+
+
+register_pool(
+    PoolSpec(
+        "median",
+        MedianParams,
+        "models.pooling.median:MedianPool",
+        "Sliding-window lower median (median filter), with reflect/replicate/zeros padding.",
+    )
+)

@@ -1,0 +1,33 @@
+"""Parameter schema and registry entry of ``models.pooling.softpool``, without torch."""
+
+from __future__ import annotations
+
+from pydantic import model_validator
+
+from models.pooling.params import WindowParams, require
+from models.pooling.registry import PoolSpec, register_pool
+
+
+class SoftParams(WindowParams):
+    """Window parameters (kernel_size, stride, padding, ceil_mode); dilation must stay 1.
+
+    Padded positions and the ceil_mode overhang get weight 0.
+    """
+
+    @model_validator(mode="after")
+    def _check_dilation(self) -> SoftParams:
+        require(
+            self.dilation == (1, 1),
+            f"softpool does not support dilation, got {self.dilation}; use dilation=1",
+        )
+        return self
+
+
+register_pool(
+    PoolSpec(
+        "softpool",
+        SoftParams,
+        "models.pooling.softpool:SoftPool",
+        "SoftPool (Stergiou et al. 2021): softmax-weighted sum of each window, numerically stable.",
+    )
+)

@@ -1,0 +1,40 @@
+"""Parameter schema and registry entry of ``models.pooling.token_mixer``, without torch."""
+
+from __future__ import annotations
+
+from pydantic import model_validator
+
+from models.pooling.params import PoolParams, check_nchw, require
+from models.pooling.registry import PoolSpec, register_pool
+
+
+class PoolFormerMixerParams(PoolParams):
+    """PoolFormer mixer parameters.
+
+    Attributes:
+        pool_size: the odd window side; odd, so the output keeps the input's size.
+    """
+
+    pool_size: int = 3
+
+    @model_validator(mode="after")
+    def _check(self) -> PoolFormerMixerParams:
+        require(
+            self.pool_size > 0 and self.pool_size % 2 == 1,
+            f"pool_size must be odd and > 0 (so the output keeps the input's size), "
+            f"got {self.pool_size}",
+        )
+        return self
+
+    def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
+        return check_nchw(shapes[0], "poolformer_mixer")
+
+
+register_pool(
+    PoolSpec(
+        "poolformer_mixer",
+        PoolFormerMixerParams,
+        "models.pooling.token_mixer:PoolFormerMixer",
+        "PoolFormer token mixer: AvgPool2d(k, 1, k // 2, count_include_pad=False)(x) - x.",
+    )
+)
