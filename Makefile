@@ -20,7 +20,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy models tests
+	$(BIN)/mypy models export tests
 
 unit: $(STAMP)
 	$(BIN)/pytest

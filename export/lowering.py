@@ -1,0 +1,157 @@
+"""The lowering registry: for each pooling op, the ways it can be written in ONNX.
+
+A lowering is a plain function ``build(op, params, *inputs)`` that emits ONNX nodes through
+an onnxscript ``OpBuilder`` (``op.MaxPool(x, kernel_shape=[3, 3])``) and returns the output
+values. It never touches torch, so the same function builds the graph the service runs and
+replaces the op inside a torch-exported model (see ``export.torch_export``).
+
+Each lowering has one kind:
+
+- ``native``: one standard ONNX op that already has the op's semantics;
+- ``decomposition``: several standard ONNX ops (slices, TopK, Pad, ...);
+- ``custom``: a node in ``ai.onnx.contrib`` run by a kernel that ``export.runtime`` registers.
+
+Standard lowerings run on every execution provider (CUDA, TensorRT, Triton); custom ones are
+the fallback for ops whose standard form is slow or large.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import onnx_ir as ir
+
+from export.errors import LoweringError
+
+Kind = Literal["native", "decomposition", "custom"]
+Prefer = Literal["standard", "custom"]
+Outputs = ir.Value | tuple[ir.Value, ...]
+
+
+class Ops(Protocol):
+    """What a lowering builds with: ``op.MaxPool(x, kernel_shape=[2, 2])`` adds a node and
+    returns its output. onnxscript's ``OpBuilder`` is one; extra keywords ``_domain``,
+    ``_version`` and ``_outputs`` pick a custom domain or several outputs (see ``outputs``).
+    """
+
+    def __getattr__(self, op_type: str) -> Callable[..., ir.Value]: ...
+
+
+def outputs(values: object, count: int) -> tuple[ir.Value, ...]:
+    """The outputs of a node built with ``_outputs=count``, typed as a tuple."""
+    if not isinstance(values, Sequence) or len(values) != count:
+        raise TypeError(f"expected {count} output values, got {values!r}")
+    return tuple(values)
+
+
+STANDARD_KINDS: tuple[Kind, ...] = ("native", "decomposition")
+DTYPES = frozenset({"float32", "float16"})
+"""float64 is left out: onnxruntime's CPU provider has no double AveragePool or LpPool."""
+
+
+def _no_limit(params: Any) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """One way to write an op in ONNX.
+
+    Attributes:
+        op: the pooling registry name (``"max"``, ``"avg"``, ...).
+        kind: ``native``, ``decomposition`` or ``custom``.
+        build: ``build(op, params, *inputs) -> value or tuple of values``.
+        limitation: returns why these params cannot use this lowering, or None when they can.
+        dtypes: input dtypes the lowering handles (custom kernels are float32 only).
+        inputs: names of the tensor inputs, in ``build``'s order.
+        tolerance: absolute fp32 error allowed against torch (the default 1e-5 unless
+            ``note`` says why not).
+        note: one line for the ops table: what the lowering emits, any caveat.
+    """
+
+    op: str
+    kind: Kind
+    build: Callable[..., Outputs]
+    limitation: Callable[[Any], str | None] = _no_limit
+    dtypes: frozenset[str] = field(default=DTYPES)
+    inputs: tuple[str, ...] = ("x",)
+    tolerance: float = 1e-5
+    note: str = ""
+
+    def refusal(self, params: Any, dtype: str) -> str | None:
+        """Why this lowering cannot build ``params`` for ``dtype``, or None when it can."""
+        if dtype not in self.dtypes:
+            return (
+                f"{self.kind} lowering of {self.op!r} supports {sorted(self.dtypes)}, not {dtype}"
+            )
+        return self.limitation(params)
+
+
+_LOWERINGS: dict[str, dict[Kind, Lowering]] = {}
+
+
+def register_lowering(lowering: Lowering) -> Lowering:
+    """Add a lowering; one per (op, kind)."""
+    kinds = _LOWERINGS.setdefault(lowering.op, {})
+    if lowering.kind in kinds:
+        raise ValueError(f"{lowering.kind} lowering of {lowering.op!r} is registered twice")
+    kinds[lowering.kind] = lowering
+    return lowering
+
+
+def lowered_ops() -> list[str]:
+    """Every op with at least one lowering, sorted."""
+    return sorted(_LOWERINGS)
+
+
+def lowerings_for(op: str) -> list[Lowering]:
+    """The op's lowerings in the order native, decomposition, custom."""
+    if op not in _LOWERINGS:
+        raise LoweringError(f"no ONNX lowering for op {op!r}; lowered ops are {lowered_ops()}")
+    kinds = _LOWERINGS[op]
+    return [kinds[k] for k in ("native", "decomposition", "custom") if k in kinds]
+
+
+def select_lowering(
+    op: str,
+    params: Any,
+    dtype: str = "float32",
+    prefer: Prefer = "standard",
+    kind: Kind | None = None,
+) -> Lowering:
+    """Pick the lowering for ``op`` with ``params``.
+
+    Args:
+        op: registry name of the op.
+        params: the op's validated parameter object.
+        dtype: input dtype name.
+        prefer: ``standard`` tries native, then decomposition, then custom; ``custom`` tries
+            custom first, then the standard ones.
+        kind: force one kind (tests use this to reach every lowering).
+
+    Raises:
+        LoweringError: the op is unknown or no lowering accepts these params, with each
+            lowering's reason.
+    """
+    candidates = _ordered(lowerings_for(op), prefer)
+    if kind is not None:
+        candidates = [c for c in candidates if c.kind == kind]
+        if not candidates:
+            raise LoweringError(f"op {op!r} has no {kind} lowering")
+    reasons = []
+    for lowering in candidates:
+        reason = lowering.refusal(params, dtype)
+        if reason is None:
+            return lowering
+        reasons.append(reason)
+    raise LoweringError(f"cannot lower {op!r} with these parameters: {'; '.join(reasons)}")
+
+
+def _ordered(lowerings: Sequence[Lowering], prefer: Prefer) -> list[Lowering]:
+    if prefer == "custom":
+        return sorted(lowerings, key=lambda lw: lw.kind != "custom")
+    if prefer != "standard":
+        raise LoweringError(f"prefer must be 'standard' or 'custom', got {prefer!r}")
+    return list(lowerings)

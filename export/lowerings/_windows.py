@@ -1,0 +1,69 @@
+"""Every window's values as a tensor, in standard ONNX, for ops with no pooling node (median,
+softpool): the padded input is cut into k*k strided slices, one per window position.
+
+Sizes are computed in the graph from ``Shape``, so H and W stay dynamic; the arithmetic is
+torch's pooled length (``export.shape_rules.window_length``) on int64 tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import onnx_ir as ir
+
+from export.lowering import Ops
+from export.lowerings._common import const_i64, scalar_like
+
+
+def _extent(p: Any) -> list[int]:
+    (kh, kw), (dh, dw) = p.kernel_size, p.dilation
+    return [dh * (kh - 1) + 1, dw * (kw - 1) + 1]
+
+
+def pooled_hw(op: Ops, x: ir.Value, p: Any) -> ir.Value:
+    """The output (oh, ow) of a window schema on ``x`` (unpadded), as int64[2]."""
+    left, right, top, bottom = p.padding
+    hw = op.Shape(x, start=2)
+    strides = const_i64(op, list(p.strides))
+    span = op.Sub(
+        op.Add(hw, const_i64(op, [top + bottom, left + right])), const_i64(op, _extent(p))
+    )
+    if not p.ceil_mode:
+        return op.Add(op.Div(span, strides), const_i64(op, [1, 1]))
+    # The last window must start inside the input or its leading padding.
+    steps = _ceil_div(op, span, strides, p)
+    starts = _ceil_div(op, op.Add(hw, const_i64(op, [top, left])), strides, p)
+    return op.Min(op.Add(steps, const_i64(op, [1, 1])), starts)
+
+
+def _ceil_div(op: Ops, a: ir.Value, strides: ir.Value, p: Any) -> ir.Value:
+    """ceil(a / s) for a >= 0 (int64 Div truncates, which is floor there)."""
+    return op.Div(op.Add(a, const_i64(op, [s - 1 for s in p.strides])), strides)
+
+
+def pad_overhang(op: Ops, xp: ir.Value, out_hw: ir.Value, p: Any, fill: float) -> ir.Value:
+    """Extend the padded input at the bottom and right so that every ceil_mode window fits,
+    filling the overhang with ``fill``. A no-op in floor mode."""
+    if not p.ceil_mode:
+        return xp
+    strides = const_i64(op, list(p.strides))
+    need = op.Add(op.Mul(op.Sub(out_hw, const_i64(op, [1, 1])), strides), const_i64(op, _extent(p)))
+    extra = op.Max(op.Sub(need, op.Shape(xp, start=2)), const_i64(op, [0, 0]))
+    pads = op.Concat(const_i64(op, [0, 0, 0, 0, 0, 0]), extra, axis=0)
+    return op.Pad(xp, pads, scalar_like(op, fill, xp))
+
+
+def window_stack(op: Ops, xp: ir.Value, out_hw: ir.Value, p: Any) -> ir.Value:
+    """(N, C, K, oh, ow): window position k = a * kw + b along axis 2, for an input that is
+    already padded (and extended by ``pad_overhang``)."""
+    (kh, kw), (dh, dw) = p.kernel_size, p.dilation
+    strides = list(p.strides)
+    reach = op.Add(op.Mul(op.Sub(out_hw, const_i64(op, [1, 1])), const_i64(op, strides)), 1)
+    axes, steps = const_i64(op, [2, 3]), const_i64(op, strides)
+    slices = []
+    for a in range(kh):
+        for b in range(kw):
+            starts = const_i64(op, [a * dh, b * dw])
+            cut = op.Slice(xp, starts, op.Add(starts, reach), axes, steps)
+            slices.append(op.Unsqueeze(cut, const_i64(op, [2])))
+    return op.Concat(*slices, axis=2)

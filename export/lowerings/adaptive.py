@@ -1,0 +1,193 @@
+"""adaptive_avg, adaptive_max, global_avg, global_max, avgmax_add, avgmax_cat
+(``models.pooling.adaptive``).
+
+torch's exporters fail on non-divisible adaptive max and, under dynamic H/W, emit an adaptive
+avg that is only right at the traced size. Here every bin is an explicit slice whose bounds
+are computed in the graph from the input size, torch's ``[floor(i*S/n), ceil((i+1)*S/n))``,
+so one graph is right at every size. Mean and max over a bin rectangle are separable, so
+the values pool along W, then along H (oh + ow slices, not oh * ow). Indices need the argmax
+of each rectangle, so that path slices every cell. A null ``output_size`` entry keeps that
+axis as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import onnx_ir as ir
+
+from export.lowering import Lowering, Ops, Outputs, outputs, register_lowering
+from export.lowerings._common import const_i64, scalar_like
+from export.shape_rules import Minimum, register_shape_rule
+from export.versions import CUSTOM_DOMAIN, CUSTOM_OPSET
+
+if TYPE_CHECKING:
+    from models.pooling.adaptive import AdaptiveMaxParams, AdaptiveParams
+
+Reduce = Callable[[Ops, ir.Value, int], ir.Value]
+
+
+def reduce_mean(op: Ops, x: ir.Value, axis: int) -> ir.Value:
+    return op.ReduceMean(x, const_i64(op, [axis]), keepdims=1)
+
+
+def reduce_max(op: Ops, x: ir.Value, axis: int) -> ir.Value:
+    return op.ReduceMax(x, const_i64(op, [axis]), keepdims=1)
+
+
+def bin_bounds(op: Ops, size: ir.Value, i: int, n: int) -> tuple[ir.Value, ir.Value]:
+    """Bin ``i`` of ``n`` over an axis of length ``size`` (int64[1]): [start, end)."""
+    start = op.Div(op.Mul(size, i), n)
+    end = op.Div(op.Add(op.Mul(size, i + 1), n - 1), n)
+    return start, end
+
+
+def pool_axis(op: Ops, x: ir.Value, axis: int, n: int | None, reduce: Reduce) -> ir.Value:
+    """Reduce every adaptive bin along one axis; ``None`` leaves the axis as it is."""
+    if n is None:
+        return x
+    size = op.Shape(x, start=axis, end=axis + 1)
+    cells = []
+    for i in range(n):
+        start, end = bin_bounds(op, size, i, n)
+        cells.append(reduce(op, op.Slice(x, start, end, const_i64(op, [axis])), axis))
+    return cells[0] if n == 1 else op.Concat(*cells, axis=axis)
+
+
+def adaptive(op: Ops, x: ir.Value, size: tuple[int | None, int | None], reduce: Reduce) -> ir.Value:
+    """Adaptive pooling of NCHW ``x`` to ``size``; (1, 1) is a plain reduction."""
+    if size == (1, 1):
+        axes = const_i64(op, [2, 3])
+        reduced = op.ReduceMean if reduce is reduce_mean else op.ReduceMax
+        result: ir.Value = reduced(x, axes, keepdims=1)
+        return result
+    return pool_axis(op, pool_axis(op, x, 3, size[1], reduce), 2, size[0], reduce)
+
+
+def adaptive_avg_decomposed(op: Ops, p: AdaptiveParams, x: ir.Value) -> Outputs:
+    return adaptive(op, x, p.output_size, reduce_mean)
+
+
+def adaptive_max_decomposed(op: Ops, p: AdaptiveMaxParams, x: ir.Value) -> Outputs:
+    if not p.return_indices:
+        return adaptive(op, x, p.output_size, reduce_max)
+    oh, ow = p.output_size
+    if oh is None or ow is None:  # refused by _indices_need_sizes
+        raise ValueError("adaptive_max indices need an explicit output_size")
+    return _max_with_indices(op, x, oh, ow)
+
+
+def _indices_need_sizes(p: AdaptiveMaxParams) -> str | None:
+    if p.return_indices and None in p.output_size:
+        return "return_indices with a null output_size entry has only the custom lowering"
+    return None
+
+
+def _max_with_indices(op: Ops, x: ir.Value, oh: int, ow: int) -> Outputs:
+    """Per cell: the rectangle's max and the first position holding it, as torch's flat
+    per-plane index ``row * W + col``."""
+    heights, width = op.Shape(x, start=2, end=3), op.Shape(x, start=3, end=4)
+    values, indices = [], []
+    for i in range(oh):
+        top, bottom = bin_bounds(op, heights, i, oh)
+        for j in range(ow):
+            left, right = bin_bounds(op, width, j, ow)
+            starts, ends = op.Concat(top, left, axis=0), op.Concat(bottom, right, axis=0)
+            cell = op.Reshape(op.Slice(x, starts, ends, const_i64(op, [2, 3])), [0, 0, -1])
+            local = op.ArgMax(cell, axis=2, keepdims=1)
+            span = op.Sub(right, left)
+            row, col = op.Add(top, op.Div(local, span)), op.Add(left, op.Mod(local, span))
+            indices.append(op.Add(op.Mul(row, width), col))
+            values.append(op.ReduceMax(cell, const_i64(op, [2]), keepdims=1))
+    grid = op.Concat(op.Shape(x, start=0, end=2), const_i64(op, [oh, ow]), axis=0)
+    return (
+        op.Reshape(op.Concat(*values, axis=2), grid),
+        op.Reshape(op.Concat(*indices, axis=2), grid),
+    )
+
+
+def adaptive_max_custom(op: Ops, p: AdaptiveMaxParams, x: ir.Value) -> Outputs:
+    if p.return_indices:
+        return outputs(
+            op.AdaptiveMaxPool2dWithIndices(
+                x,
+                params=p.model_dump_json(),
+                _domain=CUSTOM_DOMAIN,
+                _version=CUSTOM_OPSET,
+                _outputs=2,
+            ),
+            2,
+        )
+    return op.AdaptiveMaxPool2d(
+        x, params=p.model_dump_json(), _domain=CUSTOM_DOMAIN, _version=CUSTOM_OPSET
+    )
+
+
+def global_avg_native(op: Ops, p: Any, x: ir.Value) -> Outputs:
+    return op.GlobalAveragePool(x)
+
+
+def global_max_native(op: Ops, p: Any, x: ir.Value) -> Outputs:
+    return op.GlobalMaxPool(x)
+
+
+def avgmax_add_decomposed(op: Ops, p: AdaptiveParams, x: ir.Value) -> Outputs:
+    """0.5 * (avg + max), timm's order of operations."""
+    avg = adaptive(op, x, p.output_size, reduce_mean)
+    return op.Mul(op.Add(avg, adaptive(op, x, p.output_size, reduce_max)), scalar_like(op, 0.5, x))
+
+
+def avgmax_cat_decomposed(op: Ops, p: AdaptiveParams, x: ir.Value) -> Outputs:
+    avg = adaptive(op, x, p.output_size, reduce_mean)
+    return op.Concat(avg, adaptive(op, x, p.output_size, reduce_max), axis=1)
+
+
+def _adaptive_shape(p: Any, shape: tuple[Any, ...], minimum: Minimum = min) -> tuple[Any, ...]:
+    n, c, h, w = shape
+    oh, ow = p.output_size
+    return n, c, h if oh is None else oh, w if ow is None else ow
+
+
+def _cat_shape(p: Any, shape: tuple[Any, ...], minimum: Minimum = min) -> tuple[Any, ...]:
+    n, c, oh, ow = _adaptive_shape(p, shape)
+    return n, 2 * c, oh, ow
+
+
+def global_shape(p: Any, shape: tuple[Any, ...], minimum: Minimum = min) -> tuple[Any, ...]:
+    return shape[0], shape[1], 1, 1
+
+
+_SLICES = "per-bin Slices with bounds from Shape, ReduceMean/ReduceMax, Concat"
+register_lowering(Lowering("adaptive_avg", "decomposition", adaptive_avg_decomposed, note=_SLICES))
+register_lowering(
+    Lowering(
+        "adaptive_max",
+        "decomposition",
+        adaptive_max_decomposed,
+        limitation=_indices_need_sizes,
+        note=_SLICES + "; indices by ArgMax per cell",
+    )
+)
+register_lowering(
+    Lowering(
+        "adaptive_max",
+        "custom",
+        adaptive_max_custom,
+        dtypes=frozenset({"float32"}),
+        note="ai.onnx.contrib AdaptiveMaxPool2d[WithIndices] (onnxruntime-extensions PyOp)",
+    )
+)
+register_lowering(Lowering("global_avg", "native", global_avg_native, note="GlobalAveragePool"))
+register_lowering(Lowering("global_max", "native", global_max_native, note="GlobalMaxPool"))
+register_lowering(
+    Lowering("avgmax_add", "decomposition", avgmax_add_decomposed, note="adaptive avg + max")
+)
+register_lowering(
+    Lowering("avgmax_cat", "decomposition", avgmax_cat_decomposed, note="Concat(avg, max)")
+)
+for _name in ("adaptive_avg", "adaptive_max", "avgmax_add"):
+    register_shape_rule(_name, _adaptive_shape)
+register_shape_rule("avgmax_cat", _cat_shape)
+for _name in ("global_avg", "global_max"):
+    register_shape_rule(_name, global_shape)

@@ -1,0 +1,59 @@
+"""bilinear, bilinear2 (``models.pooling.bilinear``): ``x y^T / HW``, signed sqrt, L2.
+
+Each sample is a (C, HW) matrix: Reshape, MatMul with the transposed second stream, flatten
+row-major to (N, C1 * C2) and divide by H * W read from ``Shape``, so any size works. The
+signed square root is the module's ``sign(z) * sqrt(|z| + eps)`` (not ``sqrt(|z|)``), and the
+L2 step is ``F.normalize``'s ``z / max(||z||, eps)``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import onnx_ir as ir
+
+from export.lowering import Lowering, Ops, Outputs, register_lowering
+from export.lowerings._common import const_i64, plane_size, scalar_like
+from export.shape_rules import Minimum, register_shape_rule
+
+if TYPE_CHECKING:
+    from models.pooling.bilinear import BilinearParams
+
+
+def _outer_mean(op: Ops, x: ir.Value, y: ir.Value) -> ir.Value:
+    """(N, C1 * C2): each sample's x y^T over its H * W locations, divided by H * W."""
+    xs = op.Reshape(x, const_i64(op, [0, 0, -1]))
+    ys = op.Reshape(y, const_i64(op, [0, 0, -1]))
+    z = op.Reshape(op.MatMul(xs, op.Transpose(ys, perm=[0, 2, 1])), const_i64(op, [0, -1]))
+    return op.Div(z, op.CastLike(plane_size(op, x), x))
+
+
+def _finish(op: Ops, p: BilinearParams, z: ir.Value) -> ir.Value:
+    eps = scalar_like(op, p.eps, z)
+    if p.signed_sqrt:
+        z = op.Mul(op.Sign(z), op.Sqrt(op.Add(op.Abs(z), eps)))
+    if p.normalize:
+        norm = op.ReduceL2(z, const_i64(op, [1]), keepdims=1)
+        z = op.Div(z, op.Max(norm, eps))
+    return z
+
+
+def bilinear_decomposed(op: Ops, p: BilinearParams, x: ir.Value) -> Outputs:
+    return _finish(op, p, _outer_mean(op, x, x))
+
+
+def bilinear2_decomposed(op: Ops, p: BilinearParams, x: ir.Value, y: ir.Value) -> Outputs:
+    return _finish(op, p, _outer_mean(op, x, y))
+
+
+def _bilinear_shape(p: Any, shape: tuple[Any, ...], minimum: Minimum = min) -> tuple[Any, ...]:
+    n, c, _, _ = shape
+    return n, c * c
+
+
+NOTE = "Reshape, MatMul(x, y^T), Div by H*W from Shape, Sign*Sqrt(Abs+eps), ReduceL2"
+register_lowering(Lowering("bilinear", "decomposition", bilinear_decomposed, note=NOTE))
+register_lowering(
+    Lowering("bilinear2", "decomposition", bilinear2_decomposed, inputs=("x", "y"), note=NOTE)
+)
+register_shape_rule("bilinear", _bilinear_shape)

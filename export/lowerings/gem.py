@@ -1,0 +1,34 @@
+"""gem (``models.pooling.gem``): ``mean(max(x, eps) ** p) ** (1 / p)`` over H and W.
+
+Built from ReduceMean, never an AveragePool whose kernel is the input size (the form that
+torch's exporter freezes to the traced H and W). The exponent is ``params.p``: a trained
+module's learned ``p`` stays with torch's own export (``export.torch_export`` only swaps
+parameter-free layers).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import onnx_ir as ir
+
+from export.lowering import Lowering, Ops, Outputs, register_lowering
+from export.lowerings._common import const_i64, scalar_like
+from export.lowerings.adaptive import global_shape
+from export.shape_rules import register_shape_rule
+
+if TYPE_CHECKING:
+    from models.pooling.gem import GeMParams
+
+
+def gem_decomposed(op: Ops, p: GeMParams, x: ir.Value) -> Outputs:
+    clamped = op.Max(x, scalar_like(op, p.eps, x))
+    powered = op.Pow(clamped, scalar_like(op, p.p, x))
+    mean = op.ReduceMean(powered, const_i64(op, [2, 3]), keepdims=1)
+    return op.Pow(mean, scalar_like(op, 1.0 / p.p, x))
+
+
+register_lowering(
+    Lowering("gem", "decomposition", gem_decomposed, note="Max, Pow, ReduceMean, Pow")
+)
+register_shape_rule("gem", global_shape)

@@ -1,0 +1,48 @@
+"""lp (``models.pooling.lp``), written as ``F.lp_pool2d`` computes it.
+
+ONNX LpPool takes ``|x| ** p``; torch takes ``x ** p`` (so an odd p with a negative window
+sum gives NaN, not a norm) and scales a ceil_mode window's covered mean by the full area.
+The decomposition repeats torch's steps: AveragePool of ``x ** p`` (the overhang excluded
+from the divisor), times kh * kw, to the power 1 / p; ``p = inf`` is MaxPool of ``|x|``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import onnx_ir as ir
+
+from export.lowering import Lowering, Ops, Outputs, register_lowering
+from export.lowerings._common import scalar_like
+from export.shape_rules import Minimum, register_shape_rule, window_length
+
+if TYPE_CHECKING:
+    from models.pooling.lp import LpParams
+
+
+def lp_decomposed(op: Ops, p: LpParams, x: ir.Value) -> Outputs:
+    window = {
+        "kernel_shape": list(p.kernel_size),
+        "strides": list(p.strides),
+        "ceil_mode": int(p.ceil_mode),
+    }
+    if math.isinf(p.norm_type):
+        return op.MaxPool(op.Abs(x), **window)
+    powered = op.Pow(x, scalar_like(op, p.norm_type, x))
+    mean = op.AveragePool(powered, **window, count_include_pad=0)
+    area = scalar_like(op, float(p.kernel_size[0] * p.kernel_size[1]), x)
+    return op.Pow(op.Mul(mean, area), scalar_like(op, 1.0 / p.norm_type, x))
+
+
+def _lp_shape(p: Any, shape: tuple[Any, ...], minimum: Minimum = min) -> tuple[Any, ...]:
+    n, c, h, w = shape
+    (kh, kw), (sh, sw) = p.kernel_size, p.strides
+    out_h = window_length(h, kh, sh, (0, 0), 1, p.ceil_mode, minimum)
+    return n, c, out_h, window_length(w, kw, sw, (0, 0), 1, p.ceil_mode, minimum)
+
+
+register_lowering(
+    Lowering("lp", "decomposition", lp_decomposed, note="Pow, AveragePool, Mul, Pow (torch's form)")
+)
+register_shape_rule("lp", _lp_shape)

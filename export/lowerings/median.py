@@ -1,0 +1,109 @@
+"""median (``models.pooling.median``): the lower median of every window.
+
+ONNX has no median and torch's exporters fail on ``aten.median``. The decomposition pads
+(reflect / edge / zeros), cuts the k*k window positions into strided slices, keeps the
+(K + 1) // 2 smallest with TopK and picks the lower median. A ceil_mode window that hangs
+past the padded input has +inf in the overhang and ranks over the positions it covers, as
+in the library. The custom lowering is one ``ai.onnx.contrib`` node run by a NumPy kernel.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import onnx_ir as ir
+
+from export.lowering import Lowering, Ops, Outputs, outputs, register_lowering
+from export.lowerings._common import const_i64, ones_plane, scalar_like
+from export.lowerings._windows import pad_overhang, pooled_hw, window_stack
+from export.shape_rules import register_shape_rule, window_shape
+from export.versions import CUSTOM_DOMAIN, CUSTOM_OPSET
+
+if TYPE_CHECKING:
+    from models.pooling.median import MedianParams
+
+_ONNX_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "zeros": "constant"}
+
+
+def pad_declared(op: Ops, x: ir.Value, p: MedianParams) -> ir.Value:
+    left, right, top, bottom = p.padding
+    if p.padding == (0, 0, 0, 0):
+        return x
+    pads = const_i64(op, [0, 0, top, left, 0, 0, bottom, right])
+    return op.Pad(x, pads, mode=_ONNX_PAD_MODE[p.padding_mode])
+
+
+def median_decomposed(op: Ops, p: MedianParams, x: ir.Value) -> Outputs:
+    out_hw = pooled_hw(op, x, p)
+    xp = pad_overhang(op, pad_declared(op, x, p), out_hw, p, float("inf"))
+    stack = window_stack(op, xp, out_hw, p)
+    size = p.kernel_size[0] * p.kernel_size[1]
+    smallest, _ = outputs(
+        op.TopK(stack, const_i64(op, [(size + 1) // 2]), axis=2, largest=0, _outputs=2), 2
+    )
+    rank = _median_rank(op, x, out_hw, p, size)
+    median = op.GatherElements(smallest, _expand_rank(op, rank, smallest), axis=2)
+    median = op.Squeeze(median, const_i64(op, [2]))
+    return _nan_if_any_nan(op, stack, median)
+
+
+def _median_rank(op: Ops, x: ir.Value, out_hw: ir.Value, p: MedianParams, size: int) -> ir.Value:
+    """Index of the lower median per window, (1, 1, 1, oh, ow): (covered - 1) // 2, where
+    ``covered`` counts window positions inside the padded input (all K in floor mode)."""
+    if not p.ceil_mode:
+        return op.Reshape(const_i64(op, [(size - 1) // 2]), const_i64(op, [1, 1, 1, 1, 1]))
+    mask = op.Pad(ones_plane(op, x), _declared_pads(op, p), scalar_like(op, 1.0, x))
+    mask = pad_overhang(op, mask, out_hw, p, 0.0)
+    covered = op.ReduceSum(window_stack(op, mask, out_hw, p), const_i64(op, [2]), keepdims=1)
+    return op.Div(op.Sub(op.Cast(covered, to=ir.DataType.INT64), 1), 2)
+
+
+def _declared_pads(op: Ops, p: MedianParams) -> ir.Value:
+    left, right, top, bottom = p.padding
+    return const_i64(op, [0, 0, top, left, 0, 0, bottom, right])
+
+
+def _expand_rank(op: Ops, rank: ir.Value, smallest: ir.Value) -> ir.Value:
+    shape = op.Shape(smallest)
+    target = op.Concat(
+        op.Slice(shape, const_i64(op, [0]), const_i64(op, [2])),
+        const_i64(op, [1]),
+        op.Slice(shape, const_i64(op, [3]), const_i64(op, [5])),
+        axis=0,
+    )
+    return op.Expand(rank, target)
+
+
+def _nan_if_any_nan(op: Ops, stack: ir.Value, median: ir.Value) -> ir.Value:
+    """A NaN anywhere in a window makes its median NaN, as torch.median does."""
+    any_nan = op.ReduceMax(
+        op.Cast(op.IsNaN(stack), to=ir.DataType.INT32), const_i64(op, [2]), keepdims=0
+    )
+    nan = scalar_like(op, float("nan"), median)
+    return op.Where(op.Cast(any_nan, to=ir.DataType.BOOL), nan, median)
+
+
+def median_custom(op: Ops, p: MedianParams, x: ir.Value) -> Outputs:
+    return op.MedianPool2d(
+        x, params=p.model_dump_json(), _domain=CUSTOM_DOMAIN, _version=CUSTOM_OPSET
+    )
+
+
+register_lowering(
+    Lowering(
+        "median",
+        "decomposition",
+        median_decomposed,
+        note="Pad, k*k strided Slices, Concat, TopK, GatherElements",
+    )
+)
+register_lowering(
+    Lowering(
+        "median",
+        "custom",
+        median_custom,
+        dtypes=frozenset({"float32"}),
+        note="ai.onnx.contrib MedianPool2d (onnxruntime-extensions PyOp, NumPy)",
+    )
+)
+register_shape_rule("median", window_shape)

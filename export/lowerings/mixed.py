@@ -1,0 +1,31 @@
+"""mixed (``models.pooling.mixed``): ``alpha * MaxPool + (1 - alpha) * AveragePool``, with
+the library's shortcuts at alpha 0 and 1 (only one half is computed)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import onnx_ir as ir
+
+from export.lowering import Lowering, Ops, Outputs, register_lowering
+from export.lowerings._common import scalar_like, window_attrs
+from export.shape_rules import register_shape_rule, window_shape
+
+if TYPE_CHECKING:
+    from models.pooling.mixed import MixedParams
+
+
+def mixed_native(op: Ops, p: MixedParams, x: ir.Value) -> Outputs:
+    avg = op.AveragePool(x, **window_attrs(p), count_include_pad=int(p.count_include_pad))
+    if p.alpha == 0.0:
+        return avg
+    high = op.MaxPool(x, **window_attrs(p))
+    if p.alpha == 1.0:
+        return high
+    return op.Add(
+        op.Mul(high, scalar_like(op, p.alpha, x)), op.Mul(avg, scalar_like(op, 1.0 - p.alpha, x))
+    )
+
+
+register_lowering(Lowering("mixed", "native", mixed_native, note="MaxPool, AveragePool, Mul, Add"))
+register_shape_rule("mixed", window_shape)

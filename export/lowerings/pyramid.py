@@ -1,0 +1,66 @@
+"""spp, yolo_spp, sppf (``models.pooling.pyramid``).
+
+``spp`` pools each level with the adaptive per-bin slices (so any input size works) and
+flattens C-major, as ``torch.flatten(1)``; YOLO's SPP and SPPF are stride-1 MaxPools with
+k // 2 padding, concatenated after the input.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import onnx_ir as ir
+
+from export.lowering import Lowering, Ops, Outputs, register_lowering
+from export.lowerings.adaptive import adaptive, reduce_max, reduce_mean
+from export.shape_rules import Minimum, register_shape_rule
+
+if TYPE_CHECKING:
+    from models.pooling.pyramid import SPPFParams, SPPParams, YoloSPPParams
+
+
+def spp_decomposed(op: Ops, p: SPPParams, x: ir.Value) -> Outputs:
+    reduce = reduce_max if p.mode == "max" else reduce_mean
+    levels = [op.Flatten(adaptive(op, x, (level, level), reduce), axis=1) for level in p.levels]
+    return levels[0] if len(levels) == 1 else op.Concat(*levels, axis=1)
+
+
+def _same_max(op: Ops, x: ir.Value, k: int) -> ir.Value:
+    h = k // 2
+    return op.MaxPool(x, kernel_shape=[k, k], strides=[1, 1], pads=[h, h, h, h])
+
+
+def yolo_spp_native(op: Ops, p: YoloSPPParams, x: ir.Value) -> Outputs:
+    return op.Concat(x, *(_same_max(op, x, k) for k in p.kernel_sizes), axis=1)
+
+
+def sppf_native(op: Ops, p: SPPFParams, x: ir.Value) -> Outputs:
+    y1 = _same_max(op, x, p.kernel_size)
+    y2 = _same_max(op, y1, p.kernel_size)
+    return op.Concat(x, y1, y2, _same_max(op, y2, p.kernel_size), axis=1)
+
+
+def _spp_shape(p: Any, shape: tuple[Any, ...], minimum: Minimum = min) -> tuple[Any, ...]:
+    return shape[0], shape[1] * sum(level * level for level in p.levels)
+
+
+def _yolo_shape(p: Any, shape: tuple[Any, ...], minimum: Minimum = min) -> tuple[Any, ...]:
+    n, c, h, w = shape
+    return n, c * (1 + len(p.kernel_sizes)), h, w
+
+
+def _sppf_shape(p: Any, shape: tuple[Any, ...], minimum: Minimum = min) -> tuple[Any, ...]:
+    n, c, h, w = shape
+    return n, 4 * c, h, w
+
+
+register_lowering(
+    Lowering(
+        "spp", "decomposition", spp_decomposed, note="adaptive per-bin Slices, Flatten, Concat"
+    )
+)
+register_lowering(Lowering("yolo_spp", "native", yolo_spp_native, note="MaxPool x k, Concat"))
+register_lowering(Lowering("sppf", "native", sppf_native, note="3 chained MaxPools, Concat"))
+register_shape_rule("spp", _spp_shape)
+register_shape_rule("yolo_spp", _yolo_shape)
+register_shape_rule("sppf", _sppf_shape)

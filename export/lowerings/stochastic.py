@@ -1,0 +1,48 @@
+"""stochastic (``models.pooling.stochastic``), the expectation mode:
+``sum a**2 / sum a`` over each window of ``a = relu(x)``, 0 where the window has no positive
+value, computed in float32 as the library does for 16-bit inputs.
+
+The ``sample`` mode draws from torch's seeded generator, a stream ONNX cannot reproduce, so
+it has no lowering.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import onnx_ir as ir
+
+from export.lowering import Lowering, Ops, Outputs, register_lowering
+from export.lowerings._common import window_attrs
+from export.shape_rules import register_shape_rule, window_shape
+
+if TYPE_CHECKING:
+    from models.pooling.stochastic import StochasticParams
+
+
+def stochastic_native(op: Ops, p: StochasticParams, x: ir.Value) -> Outputs:
+    a = op.Relu(op.Cast(x, to=ir.DataType.FLOAT))
+    window = window_attrs(p)
+    num = op.AveragePool(op.Mul(a, a), **window, count_include_pad=1)
+    den = op.AveragePool(a, **window, count_include_pad=1)
+    zero = op.Constant(value_float=0.0)
+    out = op.Where(op.Greater(den, zero), op.Div(num, den), zero)
+    return op.CastLike(out, x)
+
+
+def _expectation_only(p: StochasticParams) -> str | None:
+    if p.mode != "expectation":
+        return "mode 'sample' draws from torch's generator; only 'expectation' lowers to ONNX"
+    return None
+
+
+register_lowering(
+    Lowering(
+        "stochastic",
+        "native",
+        stochastic_native,
+        limitation=_expectation_only,
+        note="expectation mode: Relu, AveragePool of a^2 and a, Div, Where",
+    )
+)
+register_shape_rule("stochastic", window_shape)

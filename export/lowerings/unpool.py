@@ -1,0 +1,56 @@
+"""max_unpool (``models.pooling.unpool``): scatter x to its per-plane indices on zeros.
+
+A zero (N, C, out_h * out_w) tensor, ScatterElements along the flattened plane (torch's
+indices are per plane, so no offset is added), Reshape to (N, C, out_h, out_w). The output
+size is ``output_size`` when given, else ``(in - 1) * stride - pad_begin - pad_end + kernel``
+computed from ``Shape``, so the graph serves any input size. ONNX's own MaxUnpool is not
+used: its indices count over the whole tensor. An index outside the plane is an
+onnxruntime error at run time (the graph cannot raise the library's PoolInputError).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_ir as ir
+
+from export.lowering import Lowering, Ops, Outputs, register_lowering
+from export.lowerings._common import const_i64
+
+if TYPE_CHECKING:
+    from models.pooling.unpool import MaxUnpoolParams
+
+
+def _output_hw(op: Ops, p: MaxUnpoolParams, x: ir.Value) -> ir.Value:
+    """[out_h, out_w] as int64: the explicit size, or the inverse of the pool's length."""
+    if p.output_size is not None:
+        return const_i64(op, list(p.output_size))
+    left, right, top, bottom = p.padding
+    (kh, kw), (sh, sw) = p.kernel_size, p.strides
+    hw_minus_1 = op.Sub(op.Shape(x, start=2), const_i64(op, [1, 1]))
+    scaled = op.Mul(hw_minus_1, const_i64(op, [sh, sw]))
+    return op.Add(scaled, const_i64(op, [kh - top - bottom, kw - left - right]))
+
+
+def max_unpool_decomposed(op: Ops, p: MaxUnpoolParams, x: ir.Value, indices: ir.Value) -> Outputs:
+    out_hw = _output_hw(op, p, x)
+    nc = op.Shape(x, start=0, end=2)
+    flat_shape = op.Concat(nc, op.ReduceProd(out_hw, keepdims=1), axis=0)
+    zero = ir.tensor(np.array([0.0], dtype=np.float32))
+    zeros = op.CastLike(op.ConstantOfShape(flat_shape, value=zero), x)
+    flat_indices = op.Reshape(indices, const_i64(op, [0, 0, -1]))
+    flat_x = op.Reshape(x, const_i64(op, [0, 0, -1]))
+    scattered = op.ScatterElements(zeros, flat_indices, flat_x, axis=2)
+    return op.Reshape(scattered, op.Concat(nc, out_hw, axis=0))
+
+
+register_lowering(
+    Lowering(
+        "max_unpool",
+        "decomposition",
+        max_unpool_decomposed,
+        inputs=("x", "indices"),
+        note="ScatterElements of x at the per-plane indices into zeros, Reshape",
+    )
+)

@@ -1,0 +1,89 @@
+"""max / avg / min (``models.pooling.window``).
+
+ONNX MaxPool and AveragePool (opset 19+) already take torch's asymmetric pads, ceil_mode,
+dilation and count_include_pad, so those are native. AveragePool has no divisor_override,
+which both torch exporters silently drop; the decomposition rebuilds the window sums from
+two count maps and divides by the override.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import onnx_ir as ir
+
+from export.lowering import Lowering, Ops, Outputs, outputs, register_lowering
+from export.lowerings._common import const_i64, ones_plane, plane_size, scalar_like, window_attrs
+from export.shape_rules import register_shape_rule, window_shape
+
+if TYPE_CHECKING:
+    from models.pooling.window import AvgParams, MaxParams
+
+
+def max_native(op: Ops, p: MaxParams, x: ir.Value) -> Outputs:
+    """MaxPool; ONNX indices count over the whole tensor, torch's over one plane, so the
+    indices are taken modulo H*W."""
+    if not p.return_indices:
+        return op.MaxPool(x, **window_attrs(p))
+    values, flat = outputs(op.MaxPool(x, **window_attrs(p), _outputs=2), 2)
+    return values, op.Mod(flat, plane_size(op, x))
+
+
+def min_native(op: Ops, p: MaxParams, x: ir.Value) -> Outputs:
+    """-MaxPool(-x), with the same per-plane indices as max."""
+    result = max_native(op, p, op.Neg(x))
+    if isinstance(result, tuple):
+        return op.Neg(result[0]), result[1]
+    return op.Neg(result)
+
+
+def avg_native(op: Ops, p: AvgParams, x: ir.Value) -> Outputs:
+    return op.AveragePool(x, **window_attrs(p), count_include_pad=int(p.count_include_pad))
+
+
+def _no_divisor(p: AvgParams) -> str | None:
+    if p.divisor_override is not None:
+        return "ONNX AveragePool has no divisor_override (use the decomposition)"
+    return None
+
+
+def avg_decomposed(op: Ops, p: AvgParams, x: ir.Value) -> Outputs:
+    """Window sum / divisor, for every avg option including divisor_override.
+
+    The sum is the count_include_pad mean times its count: LpPool(p=1) over ones padded
+    with ones counts the input plus declared padding inside each window, never the
+    ceil_mode overhang, exactly the count torch divides by.
+    """
+    mean_with_pad = op.AveragePool(x, **window_attrs(p), count_include_pad=1)
+    if p.count_include_pad and p.divisor_override is None:
+        return mean_with_pad
+    ones = ones_plane(op, x)
+    pads = window_attrs(p, pads=False)
+    with_pad = op.LpPool(op.Pad(ones, _pad_amounts(op, p), scalar_like(op, 1.0, x)), p=1, **pads)
+    sums = op.Mul(mean_with_pad, with_pad)
+    if p.divisor_override is not None:
+        return op.Div(sums, scalar_like(op, float(p.divisor_override), x))
+    real = op.LpPool(op.Pad(ones, _pad_amounts(op, p)), p=1, **pads)
+    return op.Div(sums, real)
+
+
+def _pad_amounts(op: Ops, p: AvgParams) -> ir.Value:
+    """Pad's [begin..., end...] over all four axes for the declared padding."""
+    left, right, top, bottom = p.padding
+    return const_i64(op, [0, 0, top, left, 0, 0, bottom, right])
+
+
+register_lowering(Lowering("max", "native", max_native, note="MaxPool (+ Mod for indices)"))
+register_lowering(Lowering("min", "native", min_native, note="Neg, MaxPool, Neg"))
+register_lowering(Lowering("avg", "native", avg_native, limitation=_no_divisor, note="AveragePool"))
+register_lowering(
+    Lowering(
+        "avg",
+        "decomposition",
+        avg_decomposed,
+        note="AveragePool x LpPool(p=1) count maps; the only form with divisor_override",
+    )
+)
+
+for _name in ("max", "min", "avg"):
+    register_shape_rule(_name, window_shape)

@@ -1,0 +1,75 @@
+"""onnxruntime sessions for exported and built graphs.
+
+Providers are always passed explicitly (CUDA first, then CPU): onnxruntime-gpu logs an
+error and falls back to CPU when CUDA cannot load, and silently picks CPU when none are
+given. Graphs with ``ai.onnx.contrib`` nodes get the onnxruntime-extensions library and our
+Python kernels (``export.kernels``) registered first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
+
+from export.versions import CUSTOM_DOMAIN
+
+DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+ORT_ERRORS: tuple[type[Exception], ...] = (
+    _ort_state.Fail,
+    _ort_state.InvalidArgument,
+    _ort_state.InvalidGraph,
+    _ort_state.NotImplemented,
+    _ort_state.RuntimeException,
+)
+"""What onnxruntime raises for a bad model or a failed run (plain ``Exception`` subclasses)."""
+
+
+def uses_custom_ops(model: onnx.ModelProto) -> bool:
+    """True when any node (in the graph or a local function) is in ai.onnx.contrib."""
+    nodes = list(model.graph.node)
+    for function in model.functions:
+        nodes.extend(function.node)
+    return any(node.domain == CUSTOM_DOMAIN for node in nodes)
+
+
+def create_session(
+    model: onnx.ModelProto | str | Path,
+    providers: Sequence[str] = DEFAULT_PROVIDERS,
+    intra_op_threads: int = 0,
+) -> ort.InferenceSession:
+    """An inference session that can run ``model``, custom kernels included.
+
+    Args:
+        model: the model, or a path to a ``.onnx`` file.
+        providers: execution providers in order of preference.
+        intra_op_threads: onnxruntime's intra-op thread count; 0 lets it choose.
+    """
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    if uses_custom_ops(proto):
+        register_custom_kernels(options)
+    return ort.InferenceSession(
+        proto.SerializeToString(), sess_options=options, providers=list(providers)
+    )
+
+
+def register_custom_kernels(options: ort.SessionOptions) -> None:
+    """Load onnxruntime-extensions and our PyOp kernels into these session options."""
+    from onnxruntime_extensions import get_library_path
+
+    import export.kernels  # noqa: F401  (declares the PyOp kernels)
+
+    options.register_custom_ops_library(get_library_path())
+
+
+def run(session: ort.InferenceSession, *arrays: np.ndarray) -> list[np.ndarray]:
+    """Run ``session`` on positional inputs (in graph-input order); returns every output."""
+    names = [value.name for value in session.get_inputs()]
+    return list(session.run(None, dict(zip(names, arrays, strict=True))))
