@@ -7,15 +7,7 @@ from hypothesis import strategies as st
 
 import models.pooling.median  # noqa: F401  (registers the op)
 from models.pooling import PoolError, PoolInputError, PoolParamError, create_pool
-
-
-def out_length(size, k, s, begin, end, d, ceil):
-    """torch's output length rule: ceil-mode windows must start before input + leading pad."""
-    span = size + begin + end - (d * (k - 1) + 1)
-    out = (-(-span // s) if ceil else span // s) + 1
-    if ceil and (out - 1) * s >= size + begin:
-        out -= 1
-    return out
+from tests.reference import loop_output_length
 
 
 def padded_value(plane, r, c, mode):
@@ -37,8 +29,8 @@ def loop_median(x, k, s, pads, d, ceil, mode):
     (ceil_mode overhang) are not part of the window."""
     (kh, kw), (sh, sw), (dh, dw), (left, right, top, bottom) = k, s, d, pads
     H, W = x.shape[-2:]
-    oh = out_length(H, kh, sh, top, bottom, dh, ceil)
-    ow = out_length(W, kw, sw, left, right, dw, ceil)
+    oh = loop_output_length(H, kh, sh, top, bottom, dh, ceil)
+    ow = loop_output_length(W, kw, sw, left, right, dw, ceil)
     out = torch.empty(*x.shape[:2], oh, ow, dtype=x.dtype)
     for n in range(x.shape[0]):
         for ch in range(x.shape[1]):

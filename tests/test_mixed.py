@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import models.pooling.mixed  # noqa: F401  (registers the op)
 from models.pooling import PoolError, PoolParamError, create_pool
+from tests.reference import loop_output_length
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.25, 0.5, 1.0])
@@ -48,12 +49,8 @@ def loop_mixed(x, k, s, pads, d, ceil, alpha, cip):
     (kh, kw), (sh, sw), (dh, dw), (left, right, top, bottom) = k, s, d, pads
     H, W = x.shape[-2:]
 
-    def length(size, k_, s_, b, e, d_):
-        span = size + b + e - (d_ * (k_ - 1) + 1)
-        out = (-(-span // s_) if ceil else span // s_) + 1
-        return out - 1 if ceil and (out - 1) * s_ >= size + b else out
-
-    oh, ow = length(H, kh, sh, top, bottom, dh), length(W, kw, sw, left, right, dw)
+    oh = loop_output_length(H, kh, sh, top, bottom, dh, ceil)
+    ow = loop_output_length(W, kw, sw, left, right, dw, ceil)
     out = torch.empty(*x.shape[:2], oh, ow, dtype=x.dtype)
     for i in range(oh):
         for j in range(ow):

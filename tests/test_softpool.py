@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import models.pooling.softpool  # noqa: F401  (registers the op)
 from models.pooling import PoolError, PoolParamError, create_pool
+from tests.reference import loop_output_length
 
 
 def loop_softpool(x, k, s, pads, ceil):
@@ -20,12 +21,8 @@ def loop_softpool(x, k, s, pads, ceil):
     (kh, kw), (sh, sw), (left, right, top, bottom) = k, s, pads
     H, W = x.shape[-2:]
 
-    def length(size, k_, s_, b, e):
-        span = size + b + e - k_
-        out = (-(-span // s_) if ceil else span // s_) + 1
-        return out - 1 if ceil and (out - 1) * s_ >= size + b else out
-
-    oh, ow = length(H, kh, sh, top, bottom), length(W, kw, sw, left, right)
+    oh = loop_output_length(H, kh, sh, top, bottom, 1, ceil)
+    ow = loop_output_length(W, kw, sw, left, right, 1, ceil)
     out = torch.empty(*x.shape[:2], oh, ow, dtype=x.dtype)
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
