@@ -8,80 +8,18 @@ L2-normalised global MAC plus every L2-normalised region MAC, **without** a fina
 normalisation, exactly as cirtorch returns it (its network normalises afterwards).
 
 The grid is computed in plain Python from (H, W), never from tensor values, so the op
-traces to a size-specific graph without ``.item()``. cirtorch does the grid arithmetic
-on float32 tensors, and rounding decides some region starts (at 2x32 the last 1-pixel
-region starts at column 30 where exact arithmetic gives 31); ``_f32`` replays those
-float32 steps so the regions are cirtorch's, not an idealised grid.
+traces to a size-specific graph without ``.item()``. It lives in the torch-free schema
+module (``models.pooling.schemas.rmac``), where it replays cirtorch's float32 rounding.
 """
 
 from __future__ import annotations
-
-import math
-import struct
 
 import torch
 from torch import Tensor, nn
 
 from models.pooling.checks import check_float
 from models.pooling.schemas.rmac import RMACParams as RMACParams
-
-_OVERLAP = 0.4  # the target overlap of neighbouring regions on the long side
-_STEP_CHOICES = range(2, 8)  # candidate region counts along the long side at level 1
-
-Region = tuple[int, int, int]
-"""A square region as (top, left, side)."""
-
-
-def _f32(value: float) -> float:
-    """Round to the nearest float32, to replay one step of cirtorch's float32 arithmetic."""
-    return float(struct.unpack("f", struct.pack("f", value))[0])
-
-
-def _extra_regions(h: int, w: int) -> int:
-    """How many more regions the long side gets than the short one (cirtorch's Wd / Hd)."""
-    short, excess = min(h, w), max(h, w) - min(h, w)
-    if excess == 0:
-        return 0
-    area = _f32(short * short)
-    errors = []
-    for steps in _STEP_CHOICES:
-        # torch evaluates `int / tensor` as `reciprocal(tensor) * int`.
-        shift = _f32(_f32(1 / (steps - 1)) * excess)
-        overlap = _f32(_f32(area - _f32(short * shift)) / area)
-        errors.append(abs(_f32(overlap - _f32(_OVERLAP))))
-    return errors.index(min(errors)) + 1  # the first best, as torch.min returns
-
-
-def _starts(length: int, side: int, count: int, offset: int) -> list[int]:
-    """``count`` region starts spread evenly over ``length``; cirtorch's centre grid."""
-    step = 0.0 if count == 1 else _f32((length - side) / (count - 1))
-    return [math.floor(_f32(offset + _f32(i * step))) - offset for i in range(count)]
-
-
-def rmac_regions(h: int, w: int, levels: int = 3) -> list[Region]:
-    """The R-MAC regions of an H x W map, level by level, row-major within a level.
-
-    Args:
-        h: map height.
-        w: map width.
-        levels: number of scales.
-
-    Returns:
-        (top, left, side) squares, all inside the map. Levels whose side would be 0
-        are skipped, as cirtorch skips them.
-    """
-    short = min(h, w)
-    extra = _extra_regions(h, w)
-    extra_h, extra_w = (extra, 0) if h > w else (0, extra)
-    regions: list[Region] = []
-    for level in range(1, levels + 1):
-        side = (2 * short) // (level + 1)
-        if side == 0:
-            break  # sides only shrink with the level
-        offset = math.floor(side / 2 - 1)
-        for top in _starts(h, side, level + extra_h, offset):
-            regions.extend((top, left, side) for left in _starts(w, side, level + extra_w, offset))
-    return regions
+from models.pooling.schemas.rmac import rmac_regions as rmac_regions
 
 
 def _l2n(v: Tensor, eps: float) -> Tensor:
