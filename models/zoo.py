@@ -366,3 +366,13 @@ register_model(
         head_params={"num_clusters": 64, "dim": 512},
     )
 )
+register_model(
+    descriptor_cfg(
+        "netvlad_poolformer_s12_224",
+        "poolformer_s12",
+        InputPolicy(resize="exact", size=(224, 224)),
+        "as netvlad_poolformer_s12, at 224x224: the small, fast descriptor for tests and smoke "
+        "runs",
+        head_params={"num_clusters": 64, "dim": 512},
+    )
+)
