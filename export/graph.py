@@ -7,8 +7,10 @@ op inside a torch-exported model. Both trace the same lowering function.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from onnxscript import GraphBuilder, build_function
@@ -24,13 +26,15 @@ DTYPES = {
 }
 NCHW = ("N", "C", "H", "W")
 """Symbolic input dims: batch, channels and spatial size are all free."""
-SECOND_INPUTS = {
+SECOND_INPUTS: dict[str, tuple[ir.DataType | None, tuple[str | int, ...]]] = {
     "y": (None, ("N", "C2", "H", "W")),
     "indices": (ir.DataType.INT64, NCHW),
+    "samples": (None, ("N", "C", 2)),
 }
 """Inputs other than ``x``: (dtype, or None for the requested float dtype; symbolic dims).
 A second stream ``y`` shares x's batch and grid but not its channels; max-pool ``indices``
-are int64 with x's shape."""
+are int64 with x's shape; fractional_max's ``samples`` are torch's ``_random_samples``,
+one (width, height) pair in [0, 1) per plane."""
 
 
 def build_pool_graph(
@@ -39,6 +43,9 @@ def build_pool_graph(
     dtype: str = "float32",
     prefer: Prefer = "standard",
     kind: Kind | None = None,
+    *,
+    static_hw: tuple[int, int] | None = None,
+    weights: Mapping[str, np.ndarray] | None = None,
 ) -> onnx.ModelProto:
     """A standalone model computing ``op`` with ``params`` on NCHW inputs of any size.
 
@@ -48,6 +55,11 @@ def build_pool_graph(
         dtype: ``float32`` or ``float16``.
         prefer: ``standard`` (runs anywhere) or ``custom`` (contrib kernels first).
         kind: force a lowering kind instead of choosing one.
+        static_hw: build for this input (H, W) only: the inputs' H and W dims become fixed.
+            Required by lowerings with ``needs_static_hw`` (rmac); allowed for any op.
+        weights: the learned weights of a lowering with ``weight_shapes`` (netvlad,
+            nonlocal), keyed like the torch module's ``state_dict()``, as NumPy arrays;
+            they become initializers of the graph's dtype.
 
     Returns:
         The model: inputs named after the op's tensors (``x``), outputs ``y`` (and
@@ -55,14 +67,21 @@ def build_pool_graph(
         records the op and the lowering kind.
 
     Raises:
-        LoweringError: unknown op, or no lowering accepts these parameters.
+        LoweringError: unknown op, no lowering accepts these parameters, a missing or
+            invalid ``static_hw``, or missing, unknown or wrongly shaped weights.
     """
     if dtype not in DTYPES:
         raise LoweringError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     lowering = select_lowering(op, params, dtype, prefer, kind)
-    inputs = [_input(name, dtype) for name in lowering.inputs]
+    fixed = _fixed_dims(lowering, params, static_hw)
+    inputs = [_input(name, dtype, fixed) for name in lowering.inputs]
     graph = ir.Graph(inputs, [], nodes=[], opset_imports={"": OPSET}, name=f"{op}_{lowering.kind}")
-    outputs = _as_tuple(lowering.build(GraphBuilder(graph).op, params, *inputs))
+    extra = {}
+    if lowering.weight_shapes is not None:
+        extra["weights"] = _initializers(graph, lowering, params, weights, dtype)
+    elif weights is not None:
+        raise LoweringError(f"op {op!r} has no learned weights; do not pass weights")
+    outputs = _as_tuple(lowering.build(GraphBuilder(graph).op, params, *inputs, **extra))
     names = _output_names(len(outputs), taken=lowering.inputs)
     for value, name in zip(outputs, names, strict=True):
         value.name = name
@@ -78,7 +97,18 @@ def build_pool_graph(
 
 
 def build_pool_function(lowering: Lowering, params: Any, x: ir.Value, name: str) -> ir.Function:
-    """The lowering as a model-local ONNX function of one input typed like ``x``."""
+    """The lowering as a model-local ONNX function of one input typed like ``x``.
+
+    Raises:
+        LoweringError: the lowering needs more than ``x`` (a second input such as
+            fractional_max's samples, or learned weights), which a model has no way to give.
+    """
+    if lowering.inputs != ("x",) or lowering.needs_weights:
+        raise LoweringError(
+            f"the {lowering.kind} lowering of {lowering.op!r} needs "
+            f"{'learned weights' if lowering.needs_weights else 'inputs ' + str(lowering.inputs)}"
+            ", so it cannot replace the layer inside an exported model"
+        )
     formal = ir.Value(name="x", type=x.type, shape=x.shape)
     return build_function(
         lambda op, value: lowering.build(op, params, value),
@@ -89,9 +119,82 @@ def build_pool_function(lowering: Lowering, params: Any, x: ir.Value, name: str)
     )
 
 
-def _input(name: str, dtype: str) -> ir.Value:
+def _fixed_dims(
+    lowering: Lowering, params: Any, static_hw: tuple[int, int] | None
+) -> dict[str, int]:
+    """Input dims (by symbol) that are numbers in this graph: static H, W, and the params'."""
+    fixed: dict[str, int] = {}
+    if static_hw is not None:
+        if len(static_hw) != 2 or not all(isinstance(d, int) and d > 0 for d in static_hw):
+            raise LoweringError(f"static_hw must be two positive ints (H, W), got {static_hw!r}")
+        fixed.update(H=static_hw[0], W=static_hw[1])
+    elif lowering.needs_static_hw:
+        raise LoweringError(
+            f"op {lowering.op!r} is built for one input size (its structure depends on H and "
+            "W); pass static_hw=(H, W) to build_pool_graph"
+        )
+    for symbol, size in (lowering.fixed_dims(params) if lowering.fixed_dims else {}).items():
+        if fixed.get(symbol, size) != size:
+            raise LoweringError(
+                f"op {lowering.op!r} with these params needs {symbol} = {size}, but static_hw "
+                f"gives {fixed[symbol]}"
+            )
+        fixed[symbol] = size
+    return fixed
+
+
+def _input(name: str, dtype: str, fixed: Mapping[str, int]) -> ir.Value:
     elem, dims = SECOND_INPUTS.get(name, (None, NCHW))
-    return ir.Value(name=name, type=ir.TensorType(elem or DTYPES[dtype]), shape=ir.Shape(dims))
+    shape = ir.Shape([fixed.get(d, d) if isinstance(d, str) else d for d in dims])
+    return ir.Value(name=name, type=ir.TensorType(elem or DTYPES[dtype]), shape=shape)
+
+
+def _initializers(
+    graph: ir.Graph,
+    lowering: Lowering,
+    params: Any,
+    weights: Mapping[str, np.ndarray] | None,
+    dtype: str,
+) -> dict[str, ir.Value]:
+    """The weights as graph initializers of the graph's dtype, after checking every one."""
+    expected = dict(lowering.weight_shapes(params)) if lowering.weight_shapes else {}
+    if weights is None:
+        raise LoweringError(
+            f"op {lowering.op!r} has learned weights: pass weights= with {sorted(expected)}"
+        )
+    problems = _weight_problems(expected, weights, lowering.unused_weights)
+    if problems:
+        raise LoweringError(f"bad weights for {lowering.op!r}: {'; '.join(problems)}")
+    np_dtype = onnx.helper.tensor_dtype_to_np_dtype(DTYPES[dtype])
+    values = {}
+    for key in expected:
+        array = np.ascontiguousarray(weights[key], dtype=np_dtype)
+        value = ir.Value(
+            name=key,
+            type=ir.TensorType(DTYPES[dtype]),
+            shape=ir.Shape(array.shape),
+            const_value=ir.tensor(array, name=key),
+        )
+        graph.register_initializer(value)
+        values[key] = value
+    return values
+
+
+def _weight_problems(
+    expected: Mapping[str, tuple[int, ...]],
+    weights: Mapping[str, np.ndarray],
+    unused: frozenset[str],
+) -> list[str]:
+    """Every missing, unknown, non-real or wrongly shaped weight, one line each."""
+    problems = [f"missing {k!r} {expected[k]}" for k in expected if k not in weights]
+    problems += [f"unknown {k!r}" for k in weights if k not in expected and k not in unused]
+    for key in (k for k in expected if k in weights):
+        array = np.asarray(weights[key])
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            problems.append(f"{key!r} must be a real numeric array, got {array.dtype}")
+        elif array.shape != expected[key]:
+            problems.append(f"{key!r} must be {expected[key]}, got {array.shape}")
+    return problems
 
 
 def _as_tuple(outputs: Outputs) -> tuple[ir.Value, ...]:

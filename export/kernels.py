@@ -125,3 +125,72 @@ def _adaptive_max_kernel(x: np.ndarray, **attrs: str) -> np.ndarray:
 )
 def _adaptive_max_indices_kernel(x: np.ndarray, **attrs: str) -> tuple[np.ndarray, np.ndarray]:
     return adaptive_max_pool(x, json.loads(attrs["params"]))
+
+
+def _interval_starts(u: np.ndarray, size: int, count: int, kernel: int) -> np.ndarray:
+    """Fractional window starts (N, C, count) from per-plane samples ``u`` (N, C), in
+    float32 as the library computes them (see ``export.lowerings.fractional``)."""
+    last = np.full((*u.shape, 1), size - kernel, dtype=np.int64)
+    if count == 1:
+        return last
+    alpha = np.float32(size - kernel) / np.float32(count - 1)
+    at = (np.arange(count - 1, dtype=np.float32) + u[..., None]) * alpha
+    starts = np.floor(at).astype(np.int64) - np.floor(u[..., None] * alpha).astype(np.int64)
+    clamped: np.ndarray = np.clip(np.concatenate([starts, last], axis=-1), 0, size - kernel)
+    return clamped
+
+
+def _fractional_hw(h: int, w: int, params: dict[str, Any]) -> tuple[int, int]:
+    if params["output_size"] is not None:
+        oh, ow = params["output_size"]
+        return int(oh), int(ow)
+    ratio_h, ratio_w = params["output_ratio"]
+    return int(h * ratio_h), int(w * ratio_w)
+
+
+def fractional_max_pool(
+    x: np.ndarray, samples: np.ndarray, params: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fractional max pooling given torch's ``_random_samples`` (entry 0 drives the width),
+    and the flat per-plane index of each max (the first of equal maxima; NaN wins, the last)."""
+    n, c, h, w = x.shape
+    (kh, kw), (oh, ow) = params["kernel_size"], _fractional_hw(h, w, params)
+    u = samples.astype(np.float32)
+    rows = _interval_starts(u[..., 1], h, oh, kh)[..., None] + np.arange(kh)  # (N, C, oh, kh)
+    cols = _interval_starts(u[..., 0], w, ow, kw)[..., None] + np.arange(kw)  # (N, C, ow, kw)
+    index = rows[:, :, :, None, :, None] * w + cols[:, :, None, :, None, :]
+    index = index.reshape(n, c, oh, ow, kh * kw)
+    values = np.take_along_axis(x.reshape(n, c, -1), index.reshape(n, c, -1), axis=2)
+    values = values.reshape(index.shape)
+    nan = np.isnan(values)
+    last_nan = values.shape[-1] - 1 - np.argmax(nan[..., ::-1], axis=-1)
+    first_max = np.argmax(np.where(nan, -np.inf, values), axis=-1)
+    best = np.where(nan.any(-1), last_nan, first_max)[..., None]
+    pooled = np.take_along_axis(values, best, axis=-1)[..., 0]
+    return np.ascontiguousarray(pooled), np.take_along_axis(index, best, axis=-1)[..., 0]
+
+
+_FRACTIONAL_ATTRS = {"params": PyCustomOpDef.dt_string}
+_FRACTIONAL_INPUTS = [PyCustomOpDef.dt_float, PyCustomOpDef.dt_float]
+
+
+@onnx_op(  # type: ignore[untyped-decorator]
+    op_type="FractionalMaxPool2d",
+    inputs=_FRACTIONAL_INPUTS,
+    outputs=[PyCustomOpDef.dt_float],
+    attrs=_FRACTIONAL_ATTRS,
+)
+def _fractional_kernel(x: np.ndarray, samples: np.ndarray, **attrs: str) -> np.ndarray:
+    return fractional_max_pool(x, samples, json.loads(attrs["params"]))[0]
+
+
+@onnx_op(  # type: ignore[untyped-decorator]
+    op_type="FractionalMaxPool2dWithIndices",
+    inputs=_FRACTIONAL_INPUTS,
+    outputs=[PyCustomOpDef.dt_float, PyCustomOpDef.dt_int64],
+    attrs=_FRACTIONAL_ATTRS,
+)
+def _fractional_indices_kernel(
+    x: np.ndarray, samples: np.ndarray, **attrs: str
+) -> tuple[np.ndarray, np.ndarray]:
+    return fractional_max_pool(x, samples, json.loads(attrs["params"]))

@@ -13,11 +13,22 @@ Each lowering has one kind:
 
 Standard lowerings run on every execution provider (CUDA, TensorRT, Triton); custom ones are
 the fallback for ops whose standard form is slow or large.
+
+Some lowerings need more than the params, and say so in their ``Lowering`` fields:
+
+- ``needs_static_hw``: the graph is built for one (H, W) (rmac's region grid); the caller
+  passes ``static_hw`` to ``export.graph.build_pool_graph`` and ``build`` reads the fixed
+  dims from ``x.shape`` (``static_hw(x)``);
+- ``weight_shapes``: learned weights (netvlad, nonlocal), by the torch module's
+  ``state_dict()`` key; ``build`` gets them as initializers, ``build(op, params, *inputs,
+  weights={key: value})``;
+- ``fixed_dims``: input dims (by symbol, ``C``, ``H``, ``W``) that the params fix, so the
+  graph input declares them and onnxruntime rejects a wrong size before running.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -55,6 +66,12 @@ def _no_limit(params: Any) -> str | None:
     return None
 
 
+WeightShapes = Callable[[Any], Mapping[str, tuple[int, ...]]]
+"""params -> the weights a lowering needs: state_dict key -> shape."""
+FixedDims = Callable[[Any], Mapping[str, int]]
+"""params -> input dims the params fix, by symbol (``{"C": 512}``)."""
+
+
 @dataclass(frozen=True)
 class Lowering:
     """One way to write an op in ONNX.
@@ -69,6 +86,11 @@ class Lowering:
         tolerance: absolute fp32 error allowed against torch (the default 1e-5 unless
             ``note`` says why not).
         note: one line for the ops table: what the lowering emits, any caveat.
+        needs_static_hw: the graph is built for one input (H, W), given as ``static_hw``.
+        weight_shapes: the learned weights ``build`` needs (key -> shape), or None.
+        unused_weights: state_dict keys accepted and ignored (BatchNorm's
+            ``num_batches_tracked``), so a whole state_dict can be passed.
+        fixed_dims: input dims the params fix (symbol -> size), or None.
     """
 
     op: str
@@ -79,6 +101,14 @@ class Lowering:
     inputs: tuple[str, ...] = ("x",)
     tolerance: float = 1e-5
     note: str = ""
+    needs_static_hw: bool = False
+    weight_shapes: WeightShapes | None = None
+    unused_weights: frozenset[str] = frozenset()
+    fixed_dims: FixedDims | None = None
+
+    @property
+    def needs_weights(self) -> bool:
+        return self.weight_shapes is not None
 
     def refusal(self, params: Any, dtype: str) -> str | None:
         """Why this lowering cannot build ``params`` for ``dtype``, or None when it can."""
@@ -87,6 +117,18 @@ class Lowering:
                 f"{self.kind} lowering of {self.op!r} supports {sorted(self.dtypes)}, not {dtype}"
             )
         return self.limitation(params)
+
+
+def static_hw(x: ir.Value) -> tuple[int, int]:
+    """The fixed (H, W) of an NCHW value, for lowerings built for one input size."""
+    dims = list(x.shape) if x.shape is not None else []
+    h, w = dims[2:4] if len(dims) == 4 else (None, None)
+    if not (isinstance(h, int) and isinstance(w, int)):
+        raise LoweringError(
+            f"this lowering needs a fixed input height and width, but the input's shape is "
+            f"{dims or 'unknown'}; pass static_hw=(H, W) to build_pool_graph"
+        )
+    return h, w
 
 
 _LOWERINGS: dict[str, dict[Kind, Lowering]] = {}

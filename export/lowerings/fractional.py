@@ -1,0 +1,147 @@
+"""fractional_max (``models.pooling.fractional``): fractional max pooling given its samples.
+
+torch's random stream cannot be replayed without torch, so the graph takes the samples as a
+second input, ``samples`` (N, C, 2) in [0, 1): torch's ``_random_samples`` layout, entry 0
+for the width, entry 1 for the height. Where the caller gets them (a user tensor, or a NumPy
+draw from ``seed``, which is not torch's stream) is the service's choice; see
+docs/export-design.md.
+
+Both lowerings replay the library's interval arithmetic in float32, bit for bit:
+``alpha = float(in - k) / float(out - 1)``, ``start_i = floor((i + u) * alpha) -
+floor(u * alpha)`` (torch truncates; the operands are never negative), the last start
+``in - k``, clamped into the input. The decomposition builds every window's flat per-plane
+index, gathers with GatherElements and takes the max and its position by torch's rule
+(the first of equal maxima; NaN wins, the last NaN). The custom lowering is one
+``ai.onnx.contrib`` node run by a NumPy kernel (``export.kernels.fractional_max_pool``).
+With ``output_ratio`` the output size ``int(in * ratio)`` is computed from ``Shape`` in
+double precision, as Python computes it, so one graph serves every input size.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_ir as ir
+
+from export.lowering import Lowering, Ops, Outputs, outputs, register_lowering
+from export.lowerings._common import const_i64
+from export.versions import CUSTOM_DOMAIN, CUSTOM_OPSET
+
+if TYPE_CHECKING:
+    from models.pooling.fractional import FractionalMaxParams
+
+FLOAT, INT64 = ir.DataType.FLOAT, ir.DataType.INT64
+
+
+def _scalar_i64(op: Ops, value: int) -> ir.Value:
+    return op.Constant(value=ir.tensor(np.array(value, dtype=np.int64)))
+
+
+def _output_length(op: Ops, p: FractionalMaxParams, size: ir.Value, axis: int) -> ir.Value:
+    """The output length along spatial ``axis`` (0 = H, 1 = W) as an int64 scalar."""
+    if p.output_size is not None:
+        return _scalar_i64(op, p.output_size[axis])
+    if p.output_ratio is None:  # the schema requires one of the two
+        raise ValueError("fractional_max needs output_size or output_ratio")
+    ratio = op.Constant(value=ir.tensor(np.array(p.output_ratio[axis], dtype=np.float64)))
+    scaled = op.Mul(op.Cast(size, to=ir.DataType.DOUBLE), ratio)
+    return op.Cast(op.Floor(scaled), to=INT64)
+
+
+def _interval_starts(
+    op: Ops, u: ir.Value, size: ir.Value, count: ir.Value, kernel: int
+) -> ir.Value:
+    """Window starts (N, C, count) along an axis of length ``size`` (int64 scalars), from
+    the per-plane samples ``u`` (N, C) in float32."""
+    last = op.Sub(size, _scalar_i64(op, kernel))
+    one = _scalar_i64(op, 1)
+    denominator = op.Max(op.Sub(count, one), one)  # count 1 uses only the last start
+    alpha = op.Div(op.Cast(last, to=FLOAT), op.Cast(denominator, to=FLOAT))
+    positions = op.Range(_scalar_i64(op, 0), count, one)  # (count,)
+    u = op.Unsqueeze(u, const_i64(op, [2]))  # (N, C, 1)
+    at = op.Mul(op.Add(op.Cast(positions, to=FLOAT), u), alpha)
+    offset = op.Mul(u, alpha)
+    starts = op.Sub(op.Cast(op.Floor(at), to=INT64), op.Cast(op.Floor(offset), to=INT64))
+    starts = op.Where(op.Equal(positions, op.Sub(count, one)), last, starts)
+    return op.Min(op.Max(starts, _scalar_i64(op, 0)), last)
+
+
+def _axis_starts(
+    op: Ops, p: FractionalMaxParams, u: ir.Value, size: ir.Value, axis: int
+) -> ir.Value:
+    """Starts along spatial ``axis`` (0 = H, driven by sample 1; 1 = W, by sample 0)."""
+    sample = op.Gather(u, _scalar_i64(op, 1 - axis), axis=2)  # (N, C)
+    count = _output_length(op, p, size, axis)
+    return _interval_starts(op, sample, size, count, p.kernel_size[axis])
+
+
+def _window_index(
+    op: Ops, rows: ir.Value, cols: ir.Value, p: FractionalMaxParams, width: ir.Value
+) -> ir.Value:
+    """Flat per-plane index of every window element, (N, C, oh, ow, kh * kw), row-major."""
+    kh, kw = p.kernel_size
+    r = op.Add(op.Unsqueeze(rows, const_i64(op, [3])), const_i64(op, list(range(kh))))
+    c = op.Add(op.Unsqueeze(cols, const_i64(op, [3])), const_i64(op, list(range(kw))))
+    r = op.Unsqueeze(op.Mul(r, width), const_i64(op, [3, 5]))  # (N, C, oh, 1, kh, 1)
+    c = op.Unsqueeze(c, const_i64(op, [2, 4]))  # (N, C, 1, ow, 1, kw)
+    index = op.Add(r, c)  # (N, C, oh, ow, kh, kw)
+    shape = op.Concat(op.Shape(index, start=0, end=4), const_i64(op, [kh * kw]), axis=0)
+    return op.Reshape(index, shape)
+
+
+def _window_argmax(op: Ops, values: ir.Value) -> ir.Value:
+    """Position (..., 1) of each window's max by torch's rule: the first of equal maxima;
+    a NaN beats every number, the last NaN winning."""
+    first_max = op.ArgMax(values, axis=-1, keepdims=1)
+    nan = op.Cast(op.IsNaN(values), to=ir.DataType.INT32)
+    last_nan = op.ArgMax(nan, axis=-1, keepdims=1, select_last_index=1)
+    any_nan = op.Cast(op.ReduceMax(nan, const_i64(op, [-1]), keepdims=1), to=ir.DataType.BOOL)
+    return op.Where(any_nan, last_nan, first_max)
+
+
+def fractional_decomposed(
+    op: Ops, p: FractionalMaxParams, x: ir.Value, samples: ir.Value
+) -> Outputs:
+    height, width = (op.Squeeze(op.Shape(x, start=a, end=a + 1)) for a in (2, 3))
+    u = op.Cast(samples, to=FLOAT)  # the library's arithmetic is at least float32
+    rows, cols = _axis_starts(op, p, u, height, 0), _axis_starts(op, p, u, width, 1)
+    index = _window_index(op, rows, cols, p, width)
+    flat_x = op.Reshape(x, const_i64(op, [0, 0, -1]))
+    gathered = op.GatherElements(flat_x, op.Reshape(index, const_i64(op, [0, 0, -1])), axis=2)
+    values = op.Reshape(gathered, op.Shape(index))
+    best = _window_argmax(op, values)
+    pooled = op.Squeeze(op.GatherElements(values, best, axis=4), const_i64(op, [4]))
+    if not p.return_indices:
+        return pooled
+    return pooled, op.Squeeze(op.GatherElements(index, best, axis=4), const_i64(op, [4]))
+
+
+def fractional_custom(op: Ops, p: FractionalMaxParams, x: ir.Value, samples: ir.Value) -> Outputs:
+    attrs = {"params": p.model_dump_json(), "_domain": CUSTOM_DOMAIN, "_version": CUSTOM_OPSET}
+    if p.return_indices:
+        return outputs(op.FractionalMaxPool2dWithIndices(x, samples, _outputs=2, **attrs), 2)
+    return op.FractionalMaxPool2d(x, samples, **attrs)
+
+
+_INPUTS = ("x", "samples")
+register_lowering(
+    Lowering(
+        "fractional_max",
+        "decomposition",
+        fractional_decomposed,
+        inputs=_INPUTS,
+        note="samples input; float32 interval Range/Floor arithmetic, GatherElements, "
+        "ArgMax (torch's tie and NaN rule), GatherElements",
+    )
+)
+register_lowering(
+    Lowering(
+        "fractional_max",
+        "custom",
+        fractional_custom,
+        inputs=_INPUTS,
+        dtypes=frozenset({"float32"}),
+        note="ai.onnx.contrib FractionalMaxPool2d[WithIndices] (onnxruntime-extensions PyOp)",
+    )
+)

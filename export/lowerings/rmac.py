@@ -1,0 +1,50 @@
+"""rmac (``models.pooling.rmac``): cirtorch's R-MAC on a map of one fixed size.
+
+The region grid is Python arithmetic on (H, W) (``rmac_regions``, shared with the torch op
+through the torch-free schema module), so the graph is built for one size: the caller
+passes ``static_hw`` and the input's H and W dims are numbers. Each region is a constant
+Slice and a ReduceMax; the global MAC and the region maxima are stacked along a last axis,
+each divided by its channel L2 norm plus eps (cirtorch's ``L2N``: ``+ eps``, no clamp) and
+summed, without a final normalisation, as the library returns it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import onnx_ir as ir
+
+from export.lowering import Lowering, Ops, Outputs, register_lowering, static_hw
+from export.lowerings._common import const_i64, scalar_like
+from models.pooling.schemas.rmac import rmac_regions
+
+if TYPE_CHECKING:
+    from models.pooling.rmac import RMACParams
+
+
+def _region_max(op: Ops, x: ir.Value, top: int, left: int, side: int) -> ir.Value:
+    """max over x[:, :, top : top + side, left : left + side], as (N, C, 1, 1)."""
+    starts, ends = const_i64(op, [top, left]), const_i64(op, [top + side, left + side])
+    region = op.Slice(x, starts, ends, const_i64(op, [2, 3]))
+    return op.ReduceMax(region, const_i64(op, [2, 3]), keepdims=1)
+
+
+def rmac_decomposed(op: Ops, p: RMACParams, x: ir.Value) -> Outputs:
+    h, w = static_hw(x)
+    maxima = [op.ReduceMax(x, const_i64(op, [2, 3]), keepdims=1)]  # the global MAC
+    maxima += [_region_max(op, x, *region) for region in rmac_regions(h, w, p.levels)]
+    stacked = op.Concat(*maxima, axis=3) if len(maxima) > 1 else maxima[0]  # (N, C, 1, R + 1)
+    norms = op.ReduceL2(stacked, const_i64(op, [1]), keepdims=1)
+    normalised = op.Div(stacked, op.Add(norms, scalar_like(op, p.eps, x)))
+    return op.ReduceSum(normalised, const_i64(op, [3]), keepdims=1)
+
+
+register_lowering(
+    Lowering(
+        "rmac",
+        "decomposition",
+        rmac_decomposed,
+        needs_static_hw=True,
+        note="fixed (H, W): per-region Slice + ReduceMax, Concat, ReduceL2, Div, ReduceSum",
+    )
+)
