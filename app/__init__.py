@@ -1,0 +1,1 @@
+"""poolserve service: FastAPI on onnxruntime, torch-free."""
