@@ -157,7 +157,7 @@ def _initializers(
     dtype: str,
 ) -> dict[str, ir.Value]:
     """The weights as graph initializers of the graph's dtype, after checking every one."""
-    expected = dict(lowering.weight_shapes(params)) if lowering.weight_shapes else {}
+    expected = lowering.expected_weights(params)
     if weights is None:
         raise LoweringError(
             f"op {lowering.op!r} has learned weights: pass weights= with {sorted(expected)}"

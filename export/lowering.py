@@ -110,6 +110,10 @@ class Lowering:
     def needs_weights(self) -> bool:
         return self.weight_shapes is not None
 
+    def expected_weights(self, params: Any) -> dict[str, tuple[int, ...]]:
+        """The weights ``build`` needs for ``params`` (key -> shape); empty for none."""
+        return dict(self.weight_shapes(params)) if self.weight_shapes is not None else {}
+
     def refusal(self, params: Any, dtype: str) -> str | None:
         """Why this lowering cannot build ``params`` for ``dtype``, or None when it can."""
         if dtype not in self.dtypes:
