@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
-from export.lowering import Lowering, Ops, Outputs, register_lowering, static_hw
+from export.lowering import Lowering, Ops, Outputs, outputs, register_lowering, static_hw
 from export.lowerings._common import const_i64, scalar_like
 from models.pooling.schemas.rmac import rmac_regions
 
@@ -36,7 +36,17 @@ def rmac_decomposed(op: Ops, p: RMACParams, x: ir.Value) -> Outputs:
     stacked = op.Concat(*maxima, axis=3) if len(maxima) > 1 else maxima[0]  # (N, C, 1, R + 1)
     norms = op.ReduceL2(stacked, const_i64(op, [1]), keepdims=1)
     normalised = op.Div(stacked, op.Add(norms, scalar_like(op, p.eps, x)))
-    return op.ReduceSum(normalised, const_i64(op, [3]), keepdims=1)
+    if len(maxima) == 1:
+        return normalised
+    # Summed one region after another, in the library's order: the descriptor reaches R + 1
+    # (51 at 11x47), where a different float32 summation order moves it by several 1e-6.
+    terms = outputs(
+        op.Split(normalised, axis=3, num_outputs=len(maxima), _outputs=len(maxima)), len(maxima)
+    )
+    total = terms[0]
+    for term in terms[1:]:
+        total = op.Add(total, term)
+    return total
 
 
 register_lowering(
