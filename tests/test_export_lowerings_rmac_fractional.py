@@ -6,6 +6,9 @@ interval arithmetic is replayed in float32 step for step. rmac's reference is th
 module, and its region count is checked against the plain-loop grid of tests/test_rmac.py.
 """
 
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -248,3 +251,40 @@ def test_static_hw_fixes_the_grid_of_any_op() -> None:
     x = torch.randn(2, 3, 9, 8)
     (got,) = run(create_session(model, CPU), x.numpy())
     np.testing.assert_array_equal(got, create_pool("max", **kw)(x).numpy())
+
+
+TORCH_FREE = """
+import sys
+sys.modules["torch"] = None  # any `import torch` now raises ImportError
+import numpy as np
+from export.graph import build_pool_graph
+from export.runtime import create_session, run
+from models.pooling import parse_params
+cpu = ["CPUExecutionProvider"]
+rmac = build_pool_graph("rmac", parse_params("rmac"), static_hw=(1, 1))
+(y,) = run(create_session(rmac, cpu), np.full((1, 1, 1, 1), 0.5, np.float32))
+print("rmac", round(float(y.item()), 5))
+x, u = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4), np.zeros((1, 1, 2), np.float32)
+params = parse_params("fractional_max", kernel_size=2, output_size=2, return_indices=True)
+for kind in ("decomposition", "custom"):
+    session = create_session(build_pool_graph("fractional_max", params, kind=kind), cpu)
+    y, i = run(session, x, u)
+    print(kind, y.ravel().tolist(), i.ravel().tolist())
+print("torch loaded:", [m for m in sys.modules if m.startswith("torch") and sys.modules[m]])
+"""
+
+
+def test_rmac_and_fractional_graphs_build_and_run_without_torch() -> None:
+    """Worked examples with torch blocked. rmac on a 1x1 map has one region, the map itself,
+    so it is twice the normalised MAC: 2 * 0.5 / (0.5 + 1e-6). Fractional 2x2 windows of a
+    4x4 ramp with u = 0: alpha = (4 - 2) / (2 - 1) = 2, starts 0 and 2, so the maxima are the
+    2x2 blocks' bottom-right corners 5, 7, 13, 15, at those flat indices."""
+    result = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.splitlines() == [
+        "rmac 2.0",
+        "decomposition [5.0, 7.0, 13.0, 15.0] [5, 7, 13, 15]",
+        "custom [5.0, 7.0, 13.0, 15.0] [5, 7, 13, 15]",
+        "torch loaded: []",
+    ]
