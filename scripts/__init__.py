@@ -1,0 +1,1 @@
+"""Scripts the Dockerfile, the Makefile and CI share."""
