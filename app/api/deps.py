@@ -1,0 +1,49 @@
+"""Route dependencies: the loaded services, the settings, the metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.core.config import Settings
+from app.core.errors import ApiError
+from app.core.metrics import Metrics
+from app.inference.pool import PoolEngine
+from app.inference.runner import Runner
+from app.inference.sessions import LoadedModel
+from export.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the lifespan loads; present once every model is verified and warmed up."""
+
+    manifest: Manifest
+    models: dict[str, LoadedModel]
+    runner: Runner
+    pool: PoolEngine
+    default_model: str | None
+
+
+def get_services(request: Request) -> Services:
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None:
+        raise ApiError(503, "not_ready", "the models are still loading", {"Retry-After": "5"})
+    return services
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -1,0 +1,9 @@
+"""The API router: every resource's routes."""
+
+from fastapi import APIRouter
+
+from app.api.routes import descriptor, health, metrics, models, pool
+
+api_router = APIRouter()
+for module in (pool, descriptor, health, models, metrics):
+    api_router.include_router(module.router)

@@ -1,0 +1,1 @@
+"""One module per resource: pool, descriptor, health, models, metrics."""

@@ -1,0 +1,88 @@
+"""GET /models: the loaded models and the ops /pool serves, with their parameter schemas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from app.api.deps import ServicesDep
+from app.core.errors import responses
+from app.inference.sessions import LoadedModel
+from export.lowering import lowerings_for
+from models.pooling import get_pool_spec, list_pools
+
+router = APIRouter(tags=["models"])
+
+
+class ModelInfo(BaseModel):
+    name: str
+    kind: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    dim: int | None
+    min_hw: int | None
+    weights: str
+    providers: list[str]
+    provider: str
+    op: str | None
+    params: dict[str, Any] | None
+    preprocess: dict[str, Any] | None
+
+
+class OpInfo(BaseModel):
+    name: str
+    summary: str
+    inputs: list[str]
+    learnable: bool
+    models: list[str]
+    lowerings: list[str]
+    params_schema: dict[str, Any]
+
+
+class ModelsResponse(BaseModel):
+    default_model: str | None
+    models: list[ModelInfo]
+    ops: list[OpInfo]
+
+
+def _model_info(m: LoadedModel) -> ModelInfo:
+    entry = m.entry
+    return ModelInfo(
+        name=m.name,
+        kind=entry.kind,
+        inputs=[s.model_dump() for s in entry.inputs],
+        outputs=[s.model_dump() for s in entry.outputs],
+        dim=m.dim,
+        min_hw=entry.min_hw,
+        weights=entry.weights,
+        providers=list(m.providers),
+        provider=m.provider,
+        op=entry.op,
+        params=entry.params,
+        preprocess=(entry.cfg or {}).get("preprocess"),
+    )
+
+
+def _op_info(name: str, services: ServicesDep) -> OpInfo:
+    spec = get_pool_spec(name)
+    return OpInfo(
+        name=name,
+        summary=spec.summary,
+        inputs=list(spec.inputs),
+        learnable=spec.learnable,
+        models=services.pool.pool_entries(name),
+        lowerings=[lw.kind for lw in lowerings_for(name)],
+        params_schema=spec.params.model_json_schema(),
+    )
+
+
+@router.get("/models", summary="Loaded models and /pool ops", responses=responses(503))
+async def models(services: ServicesDep) -> ModelsResponse:
+    """Models with I/O, dims, weights and providers; ops with their parameter schemas."""
+    return ModelsResponse(
+        default_model=services.default_model,
+        models=[_model_info(m) for m in services.models.values()],
+        ops=[_op_info(name, services) for name in list_pools()],
+    )

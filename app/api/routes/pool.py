@@ -1,0 +1,238 @@
+"""POST /pool: pool a tensor with any registered op, in one of three body forms."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile
+
+from app.api.deps import ServicesDep, SettingsDep
+from app.api.negotiation import NPY, check_output, media_type, npy_response, wants_npy
+from app.codecs.tensor import TensorLimits, decode_json_tensor, parse_npy, to_json_tensor
+from app.core.config import Settings
+from app.core.errors import ApiError, responses
+from app.inference.pool import PoolCall, PoolResult
+
+router = APIRouter(tags=["pool"])
+SECOND_TENSORS = ("indices", "y", "samples")
+"""Extra inputs by name: max_unpool's indices, bilinear2's y, fractional_max's samples."""
+RESERVED_QUERY = frozenset({"op", "model"})
+DTYPES = ("float32", "float16", "int64")
+
+
+class JsonTensor(BaseModel):
+    """A tensor as JSON: ``data`` flat (C order) or nested as ``shape``."""
+
+    model_config = ConfigDict(extra="forbid")
+    shape: list[Any] = Field(description="dims, e.g. [1, 3, 8, 8]")
+    dtype: str = Field("float32", description="float32, float16 or int64 (indices)")
+    data: list[Any] = Field(description="the values, flat or nested")
+
+
+class PoolJsonBody(BaseModel):
+    """The JSON body form of /pool."""
+
+    model_config = ConfigDict(extra="forbid")
+    op: str = Field(description="a registered op name (GET /models lists them)")
+    params: dict[str, Any] = Field(default_factory=dict, description="the op's parameters")
+    model: str | None = Field(None, description="learnable ops: the repository entry to run")
+    tensor: JsonTensor
+    indices: JsonTensor | None = Field(None, description="max_unpool: the max-pool indices")
+    y: JsonTensor | None = Field(None, description="bilinear2: the second stream")
+    samples: JsonTensor | None = Field(
+        None, description="fractional_max: (N, C, 2) samples in [0, 1); drawn from seed if absent"
+    )
+
+
+class PoolResponse(BaseModel):
+    op: str
+    params: dict[str, Any] = Field(description="the resolved params, defaults included")
+    tensor: JsonTensor
+    indices: JsonTensor | None = None
+
+
+def _npy_schema(description: str) -> dict[str, Any]:
+    return {"type": "string", "format": "binary", "description": description}
+
+
+OPENAPI_EXTRA: dict[str, Any] = {
+    "parameters": [
+        {"name": "op", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "npy form: the op (the JSON and multipart forms carry it in the body)"},
+        {"name": "model", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "npy form, learnable ops: the repository entry holding the weights"},
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/PoolJsonBody"}},
+            NPY: {"schema": _npy_schema(
+                "one .npy tensor; op, model and the op's params in the query string, e.g. "
+                "/pool?op=max&kernel_size=2&stride=2 (values are JSON: padding=[0,1,0,1])")},
+            "multipart/form-data": {"schema": {
+                "type": "object",
+                "required": ["op", "tensor"],
+                "properties": {
+                    "op": {"type": "string"},
+                    "params": {"type": "string", "description": "the op's params as a JSON object"},
+                    "model": {"type": "string"},
+                    "tensor": _npy_schema("the input, .npy"),
+                    **{name: _npy_schema(f"second input {name}, .npy") for name in SECOND_TENSORS},
+                },
+            }},
+        },
+    },
+}  # fmt: skip
+
+
+OK_RESPONSE: dict[str, Any] = {
+    "content": {NPY: {"schema": _npy_schema("the result, with Accept: application/x-npy")}},
+    "headers": {
+        "X-Poolserve-Provider": {
+            "schema": {"type": "string"},
+            "description": "the execution provider that ran it",
+        }
+    },
+}
+
+
+def openapi_components() -> dict[str, Any]:
+    """Schemas the request body refers to (FastAPI only collects those of declared bodies)."""
+    schema = PoolJsonBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    return {"PoolJsonBody": schema, **defs}
+
+
+def _limits(settings: Settings, json_form: bool) -> TensorLimits:
+    count = settings.max_json_tensor_elements if json_form else settings.max_tensor_elements
+    return TensorLimits(count, settings.max_tensor_rank)
+
+
+def _loads(raw: bytes | str, what: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # includes UnicodeDecodeError and huge ints
+        raise ApiError(400, "invalid_json", f"{what} is not valid JSON") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = [
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+        for e in exc.errors(include_input=False, include_url=False)
+    ]
+    return "; ".join(parts)
+
+
+def _from_json(raw: bytes, settings: Settings) -> PoolCall:
+    try:
+        body = PoolJsonBody.model_validate(_loads(raw, "the body"))
+    except ValidationError as exc:
+        raise ApiError(422, "validation_error", _describe(exc)) from None
+    limits = _limits(settings, json_form=True)
+    tensors = {}
+    for name, value in (("x", body.tensor), *((n, getattr(body, n)) for n in SECOND_TENSORS)):
+        if value is not None:
+            tensors[name] = decode_json_tensor(value.shape, value.dtype, value.data, limits, DTYPES)
+    return PoolCall(body.op, body.params, tensors, body.model)
+
+
+def _query_value(values: list[str]) -> Any:
+    """A query value as JSON when it parses (2, true, [0,1]), else the string itself."""
+    parsed = []
+    for value in values:
+        try:
+            parsed.append(json.loads(value))
+        except (ValueError, RecursionError):
+            parsed.append(value)
+    return parsed[0] if len(parsed) == 1 else parsed
+
+
+def _from_npy(request: Request, raw: bytes, settings: Settings) -> PoolCall:
+    query = request.query_params
+    op = query.get("op")
+    if not op:
+        raise ApiError(422, "missing_op", "the npy form names the op in the query: ?op=max")
+    params = {k: _query_value(query.getlist(k)) for k in query if k not in RESERVED_QUERY}
+    x = parse_npy(raw, _limits(settings, json_form=False), DTYPES)
+    return PoolCall(op, params, {"x": x}, query.get("model"))
+
+
+async def _from_multipart(request: Request, settings: Settings) -> PoolCall:
+    form = await request.form(max_files=1 + len(SECOND_TENSORS), max_fields=3)
+    try:
+        op = form.get("op")
+        if not isinstance(op, str) or not op:
+            raise ApiError(422, "missing_op", "the multipart form needs an op field")
+        raw_params = form.get("params")
+        params = _loads(raw_params, "the params part") if isinstance(raw_params, str) else {}
+        if not isinstance(params, dict):
+            raise ApiError(422, "invalid_params", "the params part must be a JSON object")
+        model = form.get("model")
+        limits = _limits(settings, json_form=False)
+        tensors = {}
+        for field_name, name in (("tensor", "x"), *((n, n) for n in SECOND_TENSORS)):
+            part = form.get(field_name)
+            if isinstance(part, UploadFile):
+                tensors[name] = parse_npy(await part.read(), limits, DTYPES)
+            elif part is not None:
+                raise ApiError(422, "missing_tensor", f"the {field_name} part must be a .npy file")
+        return PoolCall(op, params, tensors, model if isinstance(model, str) else None)
+    finally:
+        await form.close()
+
+
+def _headers(result: PoolResult) -> dict[str, str]:
+    headers = {"X-Poolserve-Provider": result.provider, "X-Poolserve-Lowering": result.lowering}
+    if "samples" in result.notes:
+        headers["X-Poolserve-Samples"] = result.notes["samples"]
+    return headers
+
+
+def _respond(request: Request, result: PoolResult) -> Response:
+    for name, value in result.outputs.items():
+        check_output(value, f"pool:{result.op} {name}")
+    headers = _headers(result)
+    if wants_npy(request):
+        if "indices" in result.outputs:
+            raise ApiError(
+                406, "not_acceptable",
+                "this op returns values and indices; ask for JSON to get both",
+            )  # fmt: skip
+        return npy_response(result.outputs["y"], headers)
+    body: dict[str, Any] = {
+        "op": result.op,
+        "params": result.params,
+        "tensor": to_json_tensor(result.outputs["y"]),
+    }
+    if "indices" in result.outputs:
+        body["indices"] = to_json_tensor(result.outputs["indices"])
+    return JSONResponse(body, headers=headers)
+
+
+@router.post(
+    "/pool",
+    summary="Pool a tensor with any registered op",
+    response_model=PoolResponse,
+    responses={200: OK_RESPONSE, **responses(400, 406, 413, 415, 422, 500, 503)},
+    openapi_extra=OPENAPI_EXTRA,
+)  # fmt: skip
+async def pool(request: Request, services: ServicesDep, settings: SettingsDep) -> Response:
+    """Pool one tensor (JSON, npy or multipart body); JSON or npy response."""
+    kind = media_type(request)
+    if kind == "multipart/form-data":
+        call = await _from_multipart(request, settings)
+    elif kind == "application/json":
+        call = _from_json(await request.body(), settings)
+    elif kind in (NPY, "application/octet-stream"):
+        call = _from_npy(request, await request.body(), settings)
+    else:
+        raise ApiError(
+            415, "unsupported_media_type",
+            f"send application/json, {NPY} or multipart/form-data",
+        )  # fmt: skip
+    result = await services.pool.pool(call)
+    return _respond(request, result)

@@ -1,0 +1,1 @@
+"""Configuration, errors and HTTP plumbing shared by every route."""

@@ -1,0 +1,117 @@
+"""Service settings: pydantic-settings, every field from the environment as ``POOLSERVE_<NAME>``.
+
+List fields (``models``, ``providers``) take a JSON list or a comma-separated string.
+The README's configuration table is generated from these fields and their descriptions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MiB = 1024 * 1024
+CUDA = "CUDAExecutionProvider"
+
+
+def _split_list(value: Any) -> Any:
+    """``"a,b"`` or ``'["a", "b"]'`` -> ``["a", "b"]``; lists pass through."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+StrList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Everything the service reads at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="POOLSERVE_", extra="ignore", frozen=True)
+
+    model_repository: Path = Field(
+        Path("model_repository"),
+        description="Folder of the exported model repository (manifest.json beside the models).",
+    )
+    models: StrList = Field(
+        default_factory=list,
+        description="Models to load from the manifest; empty loads every model it lists.",
+    )
+    default_model: str = Field(
+        "",
+        description="Model /descriptor uses when a request names none; empty takes the "
+        "manifest's default_model.",
+    )
+    providers: StrList = Field(
+        default_factory=lambda: [CUDA, "CPUExecutionProvider"],
+        description="onnxruntime execution providers in order of preference (comma list or "
+        "JSON list).",
+    )
+    require_cuda: bool = Field(
+        False,
+        description="Refuse to start when a session does not run on CUDAExecutionProvider "
+        "(instead of warning and running on CPU).",
+    )
+    intra_op_threads: int = Field(
+        0, ge=0, description="onnxruntime intra-op threads per session; 0 lets it choose."
+    )
+    max_body_bytes: int = Field(
+        256 * MiB, ge=1, description="Largest request body, counted on the stream (413 above)."
+    )
+    max_image_pixels: int = Field(
+        40_000_000,
+        ge=1,
+        description="Largest image (width x height), checked from the header before decoding.",
+    )
+    max_images: int = Field(32, ge=1, description="Most images in one /descriptor request.")
+    max_tensor_elements: int = Field(
+        33_554_432, ge=1, description="Most elements in one .npy tensor (and in a /pool result)."
+    )
+    max_json_tensor_elements: int = Field(
+        1_048_576, ge=1, description="Most elements in one JSON tensor."
+    )
+    max_tensor_rank: int = Field(4, ge=1, description="Most dims in one tensor.")
+    max_concurrent_inferences: int = Field(
+        4, ge=1, description="Inferences running at once (each on a worker thread)."
+    )
+    max_waiting: int = Field(
+        64,
+        ge=0,
+        description="Requests allowed to wait for an inference slot; beyond it 503 with "
+        "Retry-After.",
+    )
+    graph_cache_size: int = Field(
+        64, ge=1, description="Built /pool graphs kept as sessions (least recently used out)."
+    )
+    pool_prefer: Literal["standard", "custom"] = Field(
+        "standard",
+        description="/pool lowering preference: standard ONNX ops first, or custom kernels.",
+    )
+    host: str = Field("127.0.0.1", description="Address `python -m app` binds.")
+    port: int = Field(8000, ge=0, le=65535, description="Port `python -m app` binds.")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes.")
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
+        "info", description="uvicorn and service log level."
+    )
+
+    @field_validator("models", "providers", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("providers")
+    @classmethod
+    def _some_provider(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("providers must name at least one execution provider")
+        return value
+
+    @property
+    def wants_cuda(self) -> bool:
+        return CUDA in self.providers

@@ -1,0 +1,1 @@
+"""onnxruntime sessions, providers, the concurrency gate and the /pool graph cache."""

@@ -1,0 +1,50 @@
+"""Bounded concurrency for inference: at most N running on worker threads, M waiting.
+
+Inference never runs on the event loop. A request that finds every slot busy and the
+waiting line full is refused at once with 503 and Retry-After, instead of queueing without
+bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+
+from app.core.errors import ApiError
+from app.core.metrics import Metrics
+
+T = TypeVar("T")
+RETRY_AFTER_S = "1"
+
+
+class InferenceGate:
+    def __init__(self, max_concurrent: int, max_waiting: int, metrics: Metrics) -> None:
+        self._slots = anyio.Semaphore(max_concurrent)
+        self._limiter = anyio.CapacityLimiter(max_concurrent)
+        self._max_waiting = max_waiting
+        self._waiting = 0
+        self._metrics = metrics
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on a worker thread once a slot is free; 503 when the line is full."""
+        if self._slots.value == 0 and self._waiting >= self._max_waiting:
+            raise ApiError(
+                503,
+                "overloaded",
+                "too many inference requests are waiting; retry shortly",
+                {"Retry-After": RETRY_AFTER_S},
+            )
+        self._waiting += 1
+        self._metrics.waiting.set(self._waiting)
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+            self._metrics.waiting.set(self._waiting)
+        try:
+            return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
+        finally:
+            self._slots.release()

@@ -1,0 +1,144 @@
+"""The repository's models as onnxruntime sessions: verified, provider-checked, warmed up.
+
+onnxruntime-gpu falls back to CPU when CUDA cannot load and only logs it, so every session's
+``get_providers()`` is read back: a CUDA-wanted session that runs on CPU is a loud warning,
+or a start-up failure with ``require_cuda``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from app.codecs.preprocess import Preprocessor
+from app.core.config import CUDA, Settings
+from export.manifest import Manifest, ModelEntry, model_path, verify_repository
+from export.runtime import create_session
+
+log = logging.getLogger("poolserve")
+WARMUP_SPATIAL = 8
+"""Symbolic spatial dims of pool-op models are warmed up at this size (or min_hw)."""
+
+
+class StartupError(RuntimeError):
+    """The service cannot start as configured (the message says why)."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One repository model ready to run."""
+
+    name: str
+    entry: ModelEntry
+    session: ort.InferenceSession
+    providers: tuple[str, ...]
+    preprocess: Preprocessor | None
+
+    @property
+    def provider(self) -> str:
+        return self.providers[0]
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.entry.inputs)
+
+    @property
+    def dim(self) -> int | None:
+        last = self.entry.outputs[0].shape[-1]
+        return last if isinstance(last, int) else None
+
+
+def check_providers(name: str, active: list[str], settings: Settings) -> None:
+    """Warn (or, with ``require_cuda``, refuse) when CUDA was wanted but is not first."""
+    on_cuda = bool(active) and active[0] == CUDA
+    if settings.require_cuda and not on_cuda:
+        raise StartupError(
+            f"{name}: POOLSERVE_REQUIRE_CUDA is set but the session runs on {active}; "
+            f"configured providers {settings.providers} (is the CUDA/cuDNN runtime installed "
+            "and a GPU visible?)"
+        )
+    if settings.wants_cuda and not on_cuda:
+        log.warning(
+            "!!! %s: CUDAExecutionProvider was requested but the session fell back to %s; "
+            "inference runs on CPU. Set POOLSERVE_REQUIRE_CUDA=1 to refuse this. !!!",
+            name,
+            active,
+        )
+
+
+def open_session(
+    model: Any, settings: Settings, name: str
+) -> tuple[ort.InferenceSession, list[str]]:
+    """A session with the configured providers and the providers it really got."""
+    session = create_session(model, settings.providers, settings.intra_op_threads)
+    active = list(session.get_providers())
+    check_providers(name, active, settings)
+    return session, active
+
+
+def warmup_feeds(loaded: LoadedModel) -> dict[str, np.ndarray]:
+    """Zeros of a valid shape for each input: what the model will really be fed."""
+    entry = loaded.entry
+    feeds = {}
+    for spec in entry.inputs:
+        dims = []
+        for i, d in enumerate(spec.shape):
+            if isinstance(d, int):
+                dims.append(d)
+            elif i == 0:
+                dims.append(1)
+            else:
+                dims.append(max(entry.min_hw or 1, WARMUP_SPATIAL))
+        if loaded.preprocess is not None and len(dims) == 4:
+            side = max(entry.min_hw or 1, 224)
+            dims[2:] = loaded.preprocess.output_hw(side, side)
+        feeds[spec.name] = np.zeros(dims, dtype=np.dtype(spec.dtype))
+    return feeds
+
+
+def load_model(root: Path, name: str, entry: ModelEntry, settings: Settings) -> LoadedModel:
+    session, active = open_session(model_path(root, entry), settings, name)
+    policy = (entry.cfg or {}).get("preprocess")
+    preprocess = Preprocessor.from_dict(policy) if policy is not None else None
+    loaded = LoadedModel(name, entry, session, tuple(active), preprocess)
+    session.run(None, warmup_feeds(loaded))
+    log.info("%s: loaded on %s and warmed up", name, active)
+    return loaded
+
+
+def load_repository(settings: Settings) -> tuple[Manifest, dict[str, LoadedModel]]:
+    """Verify every model's sha256, then create and warm up a session per model.
+
+    Raises:
+        StartupError: missing or tampered files, unknown names, or CUDA refused.
+    """
+    root = settings.model_repository
+    names = list(settings.models) or None
+    try:
+        manifest = verify_repository(root, names)
+    except Exception as exc:  # ManifestError: missing manifest, bad digest, unknown name
+        raise StartupError(str(exc)) from exc
+    loaded = {}
+    for name in names or list(manifest.models):
+        loaded[name] = load_model(root, name, manifest.models[name], settings)
+    return manifest, loaded
+
+
+def pick_default_model(
+    settings: Settings, manifest: Manifest, loaded: dict[str, LoadedModel]
+) -> str | None:
+    """The configured default, else the manifest's; it must be a loaded image model."""
+    name = settings.default_model or manifest.default_model
+    if name is None:
+        return next((n for n, m in loaded.items() if m.preprocess is not None), None)
+    if name not in loaded or loaded[name].preprocess is None:
+        raise StartupError(
+            f"default model {name!r} is not a loaded descriptor or classifier "
+            f"(loaded: {sorted(loaded)})"
+        )
+    return name

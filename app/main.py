@@ -1,0 +1,93 @@
+"""The app factory and its lifespan: verify the repository, load and warm up, then serve."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from app.api.deps import Services
+from app.api.main import api_router
+from app.api.routes.pool import openapi_components
+from app.core.config import Settings
+from app.core.errors import install_error_handlers
+from app.core.metrics import Metrics
+from app.core.middleware import BodyLimitMiddleware, MetricsMiddleware
+from app.inference.gate import InferenceGate
+from app.inference.graph_cache import GraphCache
+from app.inference.pool import PoolEngine
+from app.inference.runner import Runner
+from app.inference.sessions import load_repository, pick_default_model
+
+log = logging.getLogger("poolserve")
+
+
+def load_services(settings: Settings, metrics: Metrics) -> Services:
+    """Everything the routes need; raises StartupError when the service must not start."""
+    manifest, models = load_repository(settings)
+    default = pick_default_model(settings, manifest, models)
+    for name, loaded in models.items():
+        metrics.provider.labels(name, loaded.provider).set(1)
+    gate = InferenceGate(settings.max_concurrent_inferences, settings.max_waiting, metrics)
+    runner = Runner(models, gate, metrics)
+    cache = GraphCache(settings.graph_cache_size, metrics)
+    pool = PoolEngine(settings, runner, cache, models)
+    return Services(manifest, models, runner, pool, default)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    services = await anyio.to_thread.run_sync(load_services, settings, app.state.metrics)
+    app.state.services = services
+    log.info("ready: %d models from %s", len(services.models), settings.model_repository)
+    try:
+        yield
+    finally:
+        app.state.services = None
+
+
+def _operation_id(route: APIRoute) -> str:
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """The generated document plus the /pool JSON body schema (read by hand, not declared)."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                openapi_components()
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app with its own settings, metrics registry and (after start-up) sessions."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="poolserve",
+        summary="CNN pooling and global image descriptors on onnxruntime",
+        version="0.1.0",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.services = None
+    install_error_handlers(app)
+    _install_openapi(app)
+    app.include_router(api_router)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    return app
