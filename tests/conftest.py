@@ -20,3 +20,6 @@ from hypothesis import settings  # noqa: E402
 
 settings.register_profile("poolserve", derandomize=True, deadline=None, print_blob=True)
 settings.load_profile("poolserve")
+
+# The service's fixtures (repository, in-process client): see tests/app_fixtures.py.
+from tests.app_fixtures import app_client, app_repository, make_client, repository_copy  # noqa: E402, F401

@@ -1,1 +1,0 @@
-"""Scripts the Dockerfile, the Makefile and CI share."""
