@@ -12,8 +12,10 @@ set -euo pipefail
 
 out="${POOLSERVE_MODEL_REPOSITORY:-model_repository}"
 python="${PYTHON:-python}"
-read -r -a models <<<"${POOLSERVE_EXPORT_MODELS//,/ }"
-read -r -a weights <<<"${POOLSERVE_EXPORT_WEIGHTS//,/ }"
+models_list="${POOLSERVE_EXPORT_MODELS:-}"
+weights_list="${POOLSERVE_EXPORT_WEIGHTS:-}"
+read -r -a models <<<"${models_list//,/ }"
+read -r -a weights <<<"${weights_list//,/ }"
 
 args=(--out "$out" --if-missing)
 if ((${#models[@]})); then

@@ -7,18 +7,8 @@ set -euo pipefail
 
 python="${PYTHON:-python}"
 
-# onnxruntime-gpu[cuda,cudnn] installs CUDA and cuDNN as nvidia-* wheels, which the dynamic
-# loader does not search. Put their lib folders on LD_LIBRARY_PATH so that the CUDA provider
-# finds them in every uvicorn worker process. Without those wheels this adds nothing.
-nvidia_libs="$("$python" - <<'PY'
-import importlib.util
-from pathlib import Path
-
-spec = importlib.util.find_spec("nvidia")
-roots = list(spec.submodule_search_locations or []) if spec else []
-print(":".join(str(d) for root in roots for d in sorted(Path(root).glob("*/lib")) if d.is_dir()))
-PY
-)"
+# CUDA and cuDNN wheels live where the dynamic loader does not look (see nvidia_libs.py).
+nvidia_libs="$("$python" "$(dirname "$0")/nvidia_libs.py")"
 if [[ -n "$nvidia_libs" ]]; then
     export LD_LIBRARY_PATH="${nvidia_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
