@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -83,7 +83,9 @@ def _torch_module(op: str) -> torch.nn.Module:
     """The library op; learnable ops with the weights the repository entry was exported with."""
     if op == "netvlad":
         if op not in _PARAMS_CACHE:
-            _PARAMS_CACHE[op] = build_model("netvlad_poolformer_s12").module.pool
+            _PARAMS_CACHE[op] = cast(
+                torch.nn.Module, build_model("netvlad_poolformer_s12").module.pool
+            )
         return _PARAMS_CACHE[op]
     if op == "nonlocal":
         from export.repository import NONLOCAL_PARAMS

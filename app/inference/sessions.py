@@ -132,13 +132,16 @@ def load_repository(settings: Settings) -> tuple[Manifest, dict[str, LoadedModel
 def pick_default_model(
     settings: Settings, manifest: Manifest, loaded: dict[str, LoadedModel]
 ) -> str | None:
-    """The configured default, else the manifest's; it must be a loaded image model."""
-    name = settings.default_model or manifest.default_model
-    if name is None:
-        return next((n for n, m in loaded.items() if m.preprocess is not None), None)
-    if name not in loaded or loaded[name].preprocess is None:
-        raise StartupError(
-            f"default model {name!r} is not a loaded descriptor or classifier "
-            f"(loaded: {sorted(loaded)})"
-        )
-    return name
+    """The configured default (it must be a loaded image model), else the manifest's when
+    loaded, else the first loaded image model, else None (only /pool is served)."""
+    images = [n for n, m in loaded.items() if m.preprocess is not None]
+    if settings.default_model:
+        if settings.default_model not in images:
+            raise StartupError(
+                f"default_model {settings.default_model!r} is not a loaded descriptor or "
+                f"classifier (loaded image models: {images})"
+            )
+        return settings.default_model
+    if manifest.default_model in images:
+        return manifest.default_model
+    return images[0] if images else None

@@ -1,0 +1,249 @@
+"""The service around /pool: /descriptor against torch, health, models, metrics, start-up
+checks, the error envelope for the framework's own errors, body limit and overload."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from app.inference.sessions import StartupError
+from tests.app_fixtures import SMOKE_MODEL, AppClient, app_settings
+
+NPY = "application/x-npy"
+
+
+def _image(width: int, height: int, seed: int) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels, mode="RGB")
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def torch_descriptor():
+    """The same model in torch (seeded weights, as exported) and its input policy."""
+    from models.zoo import build_model
+
+    built = build_model(SMOKE_MODEL)
+
+    def describe(image: Image.Image) -> np.ndarray:
+        with torch.no_grad():
+            out = built.module(built.cfg.preprocess.to_tensor(image)[None])
+        return np.asarray(out.numpy()[0])
+
+    return describe
+
+
+def test_descriptor_equals_torch_for_raw_and_multipart_bodies(app_client, torch_descriptor) -> None:
+    images = [_image(300, 200, 1), _image(180, 240, 2)]
+    expected = np.stack([torch_descriptor(im) for im in images])
+    raw = app_client.post(
+        "/descriptor", content=_png(images[0]), headers={"content-type": "image/png"}
+    )
+    assert raw.status_code == 200, raw.text
+    body = raw.json()
+    assert (body["model"], body["dim"], body["count"]) == (SMOKE_MODEL, 32768, 1)
+    assert body["weights"] == "seeded-init(seed=0)"
+    np.testing.assert_allclose(body["descriptors"][0], expected[0], atol=1e-5, rtol=1e-3)
+    files = [("images", (f"{i}.png", _png(im), "image/png")) for i, im in enumerate(images)]
+    multi = app_client.post(f"/descriptor?model={SMOKE_MODEL}", files=files)
+    assert multi.status_code == 200, multi.text
+    np.testing.assert_allclose(
+        np.asarray(multi.json()["descriptors"]), expected, atol=1e-5, rtol=1e-3
+    )
+    npy = app_client.post("/descriptor", files=files, headers={"accept": NPY})
+    assert npy.headers["content-type"] == NPY
+    arr = np.load(io.BytesIO(npy.content), allow_pickle=False)
+    assert arr.shape == (2, 32768)
+    assert arr.dtype == np.float32
+    np.testing.assert_array_equal(arr, np.asarray(multi.json()["descriptors"], dtype=np.float32))
+
+
+def test_descriptor_refusals(app_client) -> None:
+    png = _png(_image(64, 64, 3))
+    unknown = app_client.post(
+        "/descriptor?model=../etc", content=png, headers={"content-type": "image/png"}
+    )
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "unknown_model")
+    assert "../etc" not in unknown.text
+    pool_entry = app_client.post(
+        "/descriptor?model=netvlad_head", content=png, headers={"content-type": "image/png"}
+    )
+    assert pool_entry.status_code == 404
+    garbage = app_client.post(
+        "/descriptor", content=b"not an image", headers={"content-type": "image/png"}
+    )
+    assert (garbage.status_code, garbage.json()["code"]) == (415, "bad_image")
+    text = app_client.post("/descriptor", content=b"x", headers={"content-type": "text/plain"})
+    assert (text.status_code, text.json()["code"]) == (415, "unsupported_media_type")
+    many = [("images", (f"{i}.png", png, "image/png")) for i in range(33)]
+    too_many = app_client.post("/descriptor", files=many)
+    assert too_many.status_code in (400, 413)
+    assert set(too_many.json()) == {"error", "code"}
+
+
+def test_health_and_ready_report_providers(app_client) -> None:
+    assert app_client.get("/health/live").json() == {"status": "live"}
+    ready = app_client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["providers"] == {
+        name: ["CPUExecutionProvider"]
+        for name in ("netvlad_poolformer_s12_224", "netvlad_head", "nonlocal_pool")
+    }
+
+
+def test_ready_is_503_before_start_up(app_repository) -> None:
+    from app.main import create_app
+
+    client = AppClient(create_app(app_settings(app_repository)))  # lifespan not entered
+    try:
+        r = client.get("/health/ready")
+        assert r.status_code == 503
+        assert r.json()["code"] == "not_ready"
+        assert client.get("/health/live").status_code == 200
+    finally:
+        client.close()
+
+
+def test_models_lists_models_and_ops(app_client) -> None:
+    body = app_client.get("/models").json()
+    assert body["default_model"] == SMOKE_MODEL
+    models = {m["name"]: m for m in body["models"]}
+    smoke = models[SMOKE_MODEL]
+    assert smoke["dim"] == 32768
+    assert smoke["provider"] == "CPUExecutionProvider"
+    assert smoke["inputs"][0]["shape"] == ["N", 3, "H", "W"]
+    assert models["netvlad_head"]["op"] == "netvlad"
+    ops = {o["name"]: o for o in body["ops"]}
+    from models.pooling import list_pools
+
+    assert sorted(ops) == list_pools()
+    assert ops["netvlad"]["models"] == ["netvlad_head"]
+    assert "kernel_size" in ops["max"]["params_schema"]["properties"]
+
+
+def test_metrics_count_requests_inference_and_provider(app_client) -> None:
+    app_client.get("/health/live")
+    png = _png(_image(64, 64, 4))
+    app_client.post("/descriptor", content=png, headers={"content-type": "image/png"})
+    text = app_client.get("/metrics").text
+    assert 'poolserve_requests_total{endpoint="/health/live",method="GET",status="200"}' in text
+    assert 'poolserve_request_duration_seconds_bucket{endpoint="/descriptor"' in text
+    assert f'poolserve_inference_seconds_count{{model="{SMOKE_MODEL}"}}' in text
+    assert f'poolserve_batch_size_count{{model="{SMOKE_MODEL}"}}' in text
+    assert (
+        f'poolserve_active_provider{{model="{SMOKE_MODEL}",provider="CPUExecutionProvider"}} 1.0'
+        in text
+    )
+
+
+def test_framework_errors_use_the_envelope(app_client) -> None:
+    missing = app_client.get("/no/such/path")
+    assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
+    wrong = app_client.request("DELETE", "/pool")
+    assert wrong.status_code == 405
+    assert wrong.json()["code"] == "method_not_allowed"
+    assert wrong.headers["allow"] == "POST"
+    bad_json = app_client.post("/pool", content=b"{", headers={"content-type": "application/json"})
+    assert (bad_json.status_code, bad_json.json()["code"]) == (400, "invalid_json")
+    query = app_client.post(
+        "/descriptor?model=", content=b"", headers={"content-type": "image/png"}
+    )
+    assert set(query.json()) == {"error", "code"}
+
+
+def test_body_limit_counts_the_stream(make_client) -> None:
+    client = make_client(max_body_bytes=1000)
+    honest = client.post("/pool", content=b"0" * 2000, headers={"content-type": NPY})
+    assert (honest.status_code, honest.json()["code"]) == (413, "body_too_large")
+
+    async def chunks():  # no Content-Length at all: chunked
+        for _ in range(10):
+            yield b"0" * 200
+
+    streamed = client.post("/pool?op=max", content=chunks(), headers={"content-type": NPY})
+    assert (streamed.status_code, streamed.json()["code"]) == (413, "body_too_large")
+    spoofed = client.post(
+        "/pool?op=max", content=b"0" * 2000, headers={"content-type": NPY, "content-length": "10"}
+    )
+    assert spoofed.status_code in (400, 413)
+    ok = client.post(
+        "/pool", json={"op": "global_max", "tensor": {"shape": [1, 1, 1, 1], "data": [1]}}
+    )
+    assert ok.status_code == 200
+
+
+def test_overload_answers_503_with_retry_after(make_client) -> None:
+    client = make_client(max_concurrent_inferences=1, max_waiting=0)
+    release = threading.Event()
+    gate = client.app.state.services.runner.gate
+    original = gate.run
+
+    async def slow_run(fn):
+        def blocked():
+            release.wait(5)
+            return fn()
+
+        return await original(blocked)
+
+    gate.run = slow_run
+    body = {"op": "global_max", "tensor": {"shape": [1, 1, 1, 1], "data": [1]}}
+    threading.Timer(0.5, release.set).start()
+    first, second = client.gather(
+        ("POST", "/pool", {"json": body}), ("POST", "/pool", {"json": body})
+    )
+    statuses = sorted([first.status_code, second.status_code])
+    assert statuses == [200, 503]
+    refused = first if first.status_code == 503 else second
+    assert refused.json()["code"] == "overloaded"
+    assert refused.headers["retry-after"] == "1"
+
+
+def test_tampered_model_refuses_start_up(repository_copy, make_client) -> None:
+    path = repository_copy / "netvlad_head" / "1" / "model.onnx"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(StartupError, match="sha256"):
+        make_client(repository_copy)
+
+
+def test_require_cuda_fails_start_up_without_a_gpu(make_client) -> None:
+    with pytest.raises(StartupError, match="REQUIRE_CUDA"):
+        make_client(require_cuda=True, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+
+
+def test_cuda_fallback_is_a_loud_warning(make_client, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="poolserve"):
+        client = make_client(
+            models=["netvlad_head"],
+            default_model="",
+            providers=["CUDAExecutionProvider", "CPUExecutionProvider"],
+        )
+    assert any("fell back" in r.getMessage() for r in caplog.records)
+    assert client.get("/health/ready").json()["providers"]["netvlad_head"] == [
+        "CPUExecutionProvider"
+    ]
+
+
+def test_openapi_documents_bodies_and_errors(app_client) -> None:
+    doc = app_client.get("/openapi.json").json()
+    pool = doc["paths"]["/pool"]["post"]
+    assert set(pool["requestBody"]["content"]) == {"application/json", NPY, "multipart/form-data"}
+    assert {"400", "413", "415", "422", "500", "503"} <= set(pool["responses"])
+    assert "PoolJsonBody" in doc["components"]["schemas"]
+    desc = doc["paths"]["/descriptor"]["post"]
+    assert {"multipart/form-data", "image/jpeg", "image/png", "image/webp"} <= set(
+        desc["requestBody"]["content"]
+    )
+    assert any(p["name"] == "model" for p in desc["parameters"])
