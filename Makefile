@@ -1,10 +1,16 @@
-# poolserve: `make test` is the one test command; CI calls it through .ci/run.
+# poolserve: `make serve` runs the service, `make test` is the one test command (CI calls it
+# through .ci/run, after `make docker-check` and `make smoke`).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CUDA_STAMP := $(VENV)/.cuda-installed
+# On a host whose driver answers nvidia-smi, `make serve` adds the CUDA 13 / cuDNN 9 wheels.
+GPU := $(shell nvidia-smi -L 2>/dev/null | head -n 1)
+# Typed packages; app/, bench/ and examples/ join when they exist.
+TYPED := models export tests scripts $(wildcard app bench examples)
 
-.PHONY: test lint typecheck unit serve clean
+.PHONY: install test lint typecheck unit export serve smoke docker-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,21 +21,41 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e '.[export,dev]'
 	touch $(STAMP)
 
+install: $(STAMP)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy models export tests
+	$(BIN)/mypy $(TYPED)
 
 unit: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit
 
-serve: $(STAMP)
-	@echo "The service arrives with the app issue; nothing to serve yet." >&2
-	@exit 1
+# The default models into model_repository/, unless a verified manifest already has them.
+# POOLSERVE_EXPORT_MODELS / POOLSERVE_EXPORT_WEIGHTS choose models and checkpoints.
+export: $(STAMP)
+	PYTHON=$(BIN)/python scripts/export_models.sh
+
+$(CUDA_STAMP): $(STAMP)
+	$(BIN)/python -m pip install 'onnxruntime-gpu[cuda,cudnn]>=1.31,<1.32'
+	touch $(CUDA_STAMP)
+
+# CUDA where there is a GPU, else CPU (the service logs which provider each model got).
+serve: export $(if $(GPU),$(CUDA_STAMP))
+	PYTHON=$(BIN)/python scripts/serve.sh
+
+smoke: $(STAMP)
+	PYTHON=$(BIN)/python scripts/smoke.sh
+
+# Everything about the container that can be checked without a Docker engine.
+docker-check: $(STAMP)
+	$(BIN)/hadolint Dockerfile
+	docker-compose -f docker-compose.yml config --quiet
+	docker-compose -f docker-compose.yml --profile cpu config --quiet
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
