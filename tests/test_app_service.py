@@ -247,3 +247,39 @@ def test_openapi_documents_bodies_and_errors(app_client) -> None:
         desc["requestBody"]["content"]
     )
     assert any(p["name"] == "model" for p in desc["parameters"])
+
+
+def test_unexpected_fault_is_a_generic_500_and_logged(make_client, caplog) -> None:
+    client = make_client(models=[SMOKE_MODEL])
+    engine = client.app.state.services.pool
+    original = engine.pool
+
+    async def broken(call):
+        raise RuntimeError("secret internal detail")
+
+    engine.pool = broken
+    body = {"op": "global_max", "tensor": {"shape": [1, 1, 1, 1], "data": [1]}}
+    with caplog.at_level(logging.ERROR, logger="poolserve"):
+        r = client.post("/pool", json=body)
+    assert r.status_code == 500
+    assert r.json() == {"error": "internal server error", "code": "internal"}
+    assert "secret" not in r.text
+    assert any(rec.exc_info and "secret" in str(rec.exc_info[1]) for rec in caplog.records)
+    engine.pool = original
+    assert client.post("/pool", json=body).status_code == 200
+
+
+def test_float16_tensors_pool_in_float16(app_client) -> None:
+    x = np.random.default_rng(5).standard_normal((1, 2, 4, 4)).astype(np.float16)
+    buf = io.BytesIO()
+    np.save(buf, x)
+    r = app_client.post(
+        "/pool?op=max&kernel_size=2",
+        content=buf.getvalue(),
+        headers={"content-type": NPY, "accept": NPY},
+    )
+    assert r.status_code == 200, r.text
+    out = np.load(io.BytesIO(r.content), allow_pickle=False)
+    expected = torch.nn.functional.max_pool2d(torch.from_numpy(x.astype(np.float32)), 2)
+    assert out.dtype == np.float16
+    np.testing.assert_array_equal(out, expected.numpy().astype(np.float16))

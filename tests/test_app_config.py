@@ -1,0 +1,72 @@
+"""Settings: names, defaults, environment parsing (comma or JSON lists), descriptions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from app.core.config import Settings
+
+EXPECTED_DEFAULTS = {
+    "model_repository": Path("model_repository"),
+    "models": [],
+    "default_model": "",
+    "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "require_cuda": False,
+    "intra_op_threads": 0,
+    "max_body_bytes": 256 * 1024 * 1024,
+    "max_image_pixels": 40_000_000,
+    "max_images": 32,
+    "max_tensor_elements": 33_554_432,
+    "max_json_tensor_elements": 1_048_576,
+    "max_tensor_rank": 4,
+    "max_concurrent_inferences": 4,
+    "max_waiting": 64,
+    "graph_cache_size": 64,
+    "pool_prefer": "standard",
+    "host": "127.0.0.1",
+    "port": 8000,
+    "workers": 1,
+    "log_level": "info",
+}
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in EXPECTED_DEFAULTS:
+        monkeypatch.delenv(f"POOLSERVE_{name.upper()}", raising=False)
+
+
+def test_defaults_and_names() -> None:
+    assert Settings().model_dump() == EXPECTED_DEFAULTS
+
+
+def test_every_field_is_described() -> None:
+    assert all(field.description for field in Settings.model_fields.values())
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "CPUExecutionProvider, CUDAExecutionProvider",
+        '["CPUExecutionProvider", "CUDAExecutionProvider"]',
+    ],
+)
+def test_list_settings_from_env_as_comma_list_or_json(monkeypatch, raw: str) -> None:
+    monkeypatch.setenv("POOLSERVE_PROVIDERS", raw)
+    monkeypatch.setenv("POOLSERVE_MODELS", "a,b")
+    monkeypatch.setenv("POOLSERVE_REQUIRE_CUDA", "1")
+    settings = Settings()
+    assert settings.providers == ["CPUExecutionProvider", "CUDAExecutionProvider"]
+    assert settings.models == ["a", "b"]
+    assert settings.require_cuda is True
+
+
+def test_bad_values_are_refused(monkeypatch) -> None:
+    monkeypatch.setenv("POOLSERVE_PROVIDERS", "")
+    with pytest.raises(ValidationError):
+        Settings()
+    with pytest.raises(ValidationError):
+        Settings(providers=["CPUExecutionProvider"], max_images=0)
