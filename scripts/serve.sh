@@ -4,11 +4,14 @@
 #
 #   PYTHON  interpreter with poolserve installed (default: python)
 set -euo pipefail
+# From the checkout (or /opt/poolserve in the image), so `-m app` finds the package and a
+# relative POOLSERVE_MODEL_REPOSITORY means the same folder wherever this is called from.
+cd "$(dirname "$0")/.."
 
 python="${PYTHON:-python}"
 
 # CUDA and cuDNN wheels live where the dynamic loader does not look (see nvidia_libs.py).
-nvidia_libs="$("$python" "$(dirname "$0")/nvidia_libs.py")"
+nvidia_libs="$("$python" scripts/nvidia_libs.py)"
 if [[ -n "$nvidia_libs" ]]; then
     export LD_LIBRARY_PATH="${nvidia_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
