@@ -36,7 +36,7 @@ COPY export ./export
 # DL3013: this is the project itself; its dependencies are pinned in pyproject.toml.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir ".[export]" \
-    && python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+    && python -c "import torch; assert torch.version.cuda is None, torch.__version__"
 
 ARG CHECKPOINTS_DIR=checkpoints
 COPY ${CHECKPOINTS_DIR} ./checkpoints
@@ -46,7 +46,7 @@ ARG POOLSERVE_EXPORT_WEIGHTS=""
 RUN POOLSERVE_MODEL_REPOSITORY=/model_repository \
     POOLSERVE_EXPORT_MODELS="${POOLSERVE_EXPORT_MODELS}" \
     POOLSERVE_EXPORT_WEIGHTS="${POOLSERVE_EXPORT_WEIGHTS}" \
-    scripts/export_models.sh
+    bash scripts/export_models.sh
 
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -94,4 +94,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "scripts/healthcheck.py"]
 
-ENTRYPOINT ["scripts/serve.sh"]
+# bash, not the file's exec bit, which a Windows checkout can lose.
+ENTRYPOINT ["bash", "scripts/serve.sh"]

@@ -67,7 +67,7 @@ def test_runtime_stage_has_no_torch_a_user_and_the_shared_scripts() -> None:
     assert "torch" not in runtime.replace("no torch", "")
     assert re.search(r"^USER [1-9]\d*:[1-9]\d*$", runtime, re.M), "numeric non-root user"
     assert 'CMD ["python", "scripts/healthcheck.py"]' in runtime
-    assert 'ENTRYPOINT ["scripts/serve.sh"]' in runtime
+    assert 'ENTRYPOINT ["bash", "scripts/serve.sh"]' in runtime
     assert "POOLSERVE_HOST=0.0.0.0" in runtime
     assert "scripts/export_models.sh" in stage("export")
 
