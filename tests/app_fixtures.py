@@ -20,7 +20,6 @@ import pytest
 from fastapi import FastAPI
 
 from app.core.config import Settings
-from app.main import create_app
 
 SMOKE_MODEL = "netvlad_poolformer_s12_224"
 APP_MODELS = (SMOKE_MODEL, "netvlad_head", "nonlocal_pool")
@@ -65,6 +64,13 @@ class AppClient:
             return list(await asyncio.gather(*calls))
 
         return self.loop.run_until_complete(send_all())
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The app factory, imported late so that collecting tests stays cheap."""
+    from app.main import create_app as factory
+
+    return factory(settings)
 
 
 def app_settings(repository: Path, **overrides: Any) -> Settings:

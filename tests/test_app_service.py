@@ -177,6 +177,11 @@ def test_body_limit_counts_the_stream(make_client) -> None:
         "/pool?op=max", content=b"0" * 2000, headers={"content-type": NPY, "content-length": "10"}
     )
     assert spoofed.status_code in (400, 413)
+    files = {"tensor": ("x.npy", b"0" * 2000, NPY)}
+    multipart = client.post("/pool", files=files, data={"op": "max"})
+    assert (multipart.status_code, multipart.json()["code"]) == (413, "body_too_large")
+    image = client.post("/descriptor", files=[("images", ("a.png", b"0" * 2000, "image/png"))])
+    assert (image.status_code, image.json()["code"]) == (413, "body_too_large")
     ok = client.post(
         "/pool", json={"op": "global_max", "tensor": {"shape": [1, 1, 1, 1], "data": [1]}}
     )
