@@ -246,6 +246,8 @@ BAD_REQUESTS = [
     ({"op": "max", "params": {"kernel_size": 0}, "tensor": _t([1, 1, 4, 4])}, "invalid_params"),
     ({"op": "max", "params": {"kernel_size": 5}, "tensor": _t([1, 1, 4, 4])}, "invalid_input"),
     ({**MAX2, "tensor": _t([4, 4])}, "invalid_input"),
+    ({"op": "fractional_max", "params": {"kernel_size": 2, "output_size": 2}, "tensor": _t([9])},
+     "invalid_input"),
     ({**MAX2, "tensor": _t([1, 1, 2, 2], [0, 1, 2, float("nan")])}, "non_finite"),
     ({"op": "netvlad", "tensor": _t([1, 512, 2, 2])}, "model_required"),
     (

@@ -160,6 +160,10 @@ class PoolEngine:
             raise _invalid("missing_tensor", "send the input tensor")
         if x.dtype.name not in FLOAT_DTYPES:
             raise _invalid("unsupported_dtype", f"the input tensor must be one of {FLOAT_DTYPES}")
+        if x.ndim != 4:  # every op pools NCHW maps
+            raise _invalid(
+                "invalid_input", f"{call.op}: expected a 4-D NCHW tensor, got {x.ndim}-D"
+            )
         return x
 
     def _lowering(self, op: str, params: PoolParams, dtype: str) -> Lowering:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -226,7 +227,8 @@ async def pool(request: Request, services: ServicesDep, settings: SettingsDep) -
     if kind == "multipart/form-data":
         call = await _from_multipart(request, settings)
     elif kind == "application/json":
-        call = _from_json(await request.body(), settings)
+        # parsing a large JSON tensor takes a while: off the event loop too
+        call = await anyio.to_thread.run_sync(_from_json, await request.body(), settings)
     elif kind in (NPY, "application/octet-stream"):
         call = _from_npy(request, await request.body(), settings)
     else:
