@@ -271,3 +271,13 @@ def test_bad_requests_get_422_in_the_envelope(app_client, body: dict[str, Any], 
     assert "no_such_op" not in r.text  # never echoed
     ok = app_client.post("/pool", json={"op": "global_max", "tensor": _json_tensor(_x(1, 1, 2, 2))})
     assert ok.status_code == 200
+
+
+def test_npy_form_refuses_a_repeated_op(app_client) -> None:
+    r = app_client.post(
+        "/pool",
+        params=[("op", "max"), ("op", "avg"), ("kernel_size", "2")],
+        content=_npy(_x(1, 1, 4, 4)),
+        headers={"content-type": NPY},
+    )
+    assert (r.status_code, r.json()["code"]) == (422, "invalid_query")

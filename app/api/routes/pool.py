@@ -154,6 +154,8 @@ def _query_value(values: list[str]) -> Any:
 
 def _from_npy(request: Request, raw: bytes, settings: Settings) -> PoolCall:
     query = request.query_params
+    if any(len(query.getlist(key)) > 1 for key in RESERVED_QUERY):
+        raise ApiError(422, "invalid_query", "give op and model at most once each")
     op = query.get("op")
     if not op:
         raise ApiError(422, "missing_op", "the npy form names the op in the query: ?op=max")
