@@ -288,3 +288,21 @@ def test_float16_tensors_pool_in_float16(app_client) -> None:
     expected = torch.nn.functional.max_pool2d(torch.from_numpy(x.astype(np.float32)), 2)
     assert out.dtype == np.float16
     np.testing.assert_array_equal(out, expected.numpy().astype(np.float16))
+
+
+def test_concurrent_requests_each_get_their_own_result(make_client) -> None:
+    client = make_client(models=[SMOKE_MODEL], max_concurrent_inferences=2, max_waiting=16)
+    inputs = [
+        np.random.default_rng(i).standard_normal((1, 2, 6, 6)).astype(np.float32) for i in range(8)
+    ]
+    requests = [
+        ("POST", "/pool", {"json": {"op": "avg", "params": {"kernel_size": 3},
+                                    "tensor": {"shape": [1, 2, 6, 6], "data": x.ravel().tolist()}}})
+        for x in inputs
+    ]  # fmt: skip
+    for x, r in zip(inputs, client.gather(*requests), strict=True):
+        assert r.status_code == 200, r.text
+        expected = torch.nn.functional.avg_pool2d(torch.from_numpy(x), 3).numpy()
+        np.testing.assert_allclose(
+            np.asarray(r.json()["tensor"]["data"]), expected.ravel(), atol=1e-6
+        )
