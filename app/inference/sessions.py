@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from app.codecs.preprocess import Preprocessor
 from app.core.config import CUDA, Settings
-from export.manifest import Manifest, ModelEntry, model_path, verify_repository
+from export.manifest import Manifest, ManifestError, ModelEntry, model_path, verify_repository
 from export.runtime import create_session
 
 log = logging.getLogger("poolserve")
@@ -121,7 +121,7 @@ def load_repository(settings: Settings) -> tuple[Manifest, dict[str, LoadedModel
     names = list(settings.models) or None
     try:
         manifest = verify_repository(root, names)
-    except Exception as exc:  # ManifestError: missing manifest, bad digest, unknown name
+    except ManifestError as exc:  # missing manifest, bad digest, unknown name
         raise StartupError(str(exc)) from exc
     loaded = {}
     for name in names or list(manifest.models):
