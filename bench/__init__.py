@@ -1,0 +1,1 @@
+"""Benchmarks against the baselines a user would pick (issue 7). `python -m bench [--quick]`."""
