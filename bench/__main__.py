@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from bench import pool_bandwidth
+from bench import ops, pool_bandwidth
 
 
 def main() -> None:
     args = sys.argv[1:]
     pool_bandwidth.main(args)
+    ops.main(args)
 
 
 if __name__ == "__main__":
