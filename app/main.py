@@ -18,6 +18,7 @@ from app.core.config import Settings
 from app.core.errors import install_error_handlers
 from app.core.metrics import Metrics
 from app.core.middleware import BodyLimitMiddleware, MetricsMiddleware
+from app.inference.batcher import DynamicBatcher
 from app.inference.gate import InferenceGate
 from app.inference.graph_cache import GraphCache
 from app.inference.pool import PoolEngine
@@ -35,9 +36,24 @@ def load_services(settings: Settings, metrics: Metrics) -> Services:
         metrics.provider.labels(name, loaded.provider).set(1)
     gate = InferenceGate(settings.max_concurrent_inferences, settings.max_waiting, metrics)
     runner = Runner(models, gate, metrics)
+    if settings.batching:
+        runner.batchers = {
+            name: _batcher(settings, runner, name)
+            for name, loaded in models.items()
+            if loaded.preprocess is not None  # image models: /descriptor's path
+        }
     cache = GraphCache(settings.graph_cache_size, metrics)
     pool = PoolEngine(settings, runner, cache, models)
     return Services(manifest, models, runner, pool, default)
+
+
+def _batcher(settings: Settings, runner: Runner, model: str) -> DynamicBatcher:
+    return DynamicBatcher(
+        runner.batch_function(model),
+        settings.max_batch_size,
+        settings.max_queue_delay_ms / 1000.0,
+        settings.max_queue_size,
+    )
 
 
 @asynccontextmanager
@@ -49,6 +65,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await services.runner.close()
         app.state.services = None
 
 

@@ -86,6 +86,23 @@ class Settings(BaseSettings):
         description="Requests allowed to wait for an inference slot; beyond it 503 with "
         "Retry-After.",
     )
+    batching: bool = Field(
+        True,
+        description="Coalesce concurrent /descriptor requests for one model into one run "
+        "(Triton-style dynamic batching).",
+    )
+    max_batch_size: int = Field(8, ge=1, description="Most images in one batched run.")
+    max_queue_delay_ms: float = Field(
+        2.0,
+        ge=0,
+        description="Longest a /descriptor request waits for companions before its batch "
+        "runs; a full batch runs at once.",
+    )
+    max_queue_size: int = Field(
+        64,
+        ge=1,
+        description="Requests waiting per model to be batched; beyond it 503 with Retry-After.",
+    )
     graph_cache_size: int = Field(
         64, ge=1, description="Built /pool graphs kept as sessions (least recently used out)."
     )

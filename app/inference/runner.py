@@ -1,11 +1,14 @@
 """Every inference goes through ``Runner``: the gate, a worker thread, metrics, error mapping.
 
-``await runner.run(model, batch)`` is the one entry point for /descriptor, so a dynamic
-batcher can later sit behind it without touching the route.
+``await runner.run(model, batch)`` is the one entry point for /descriptor. With batching on,
+a model's requests go through its ``DynamicBatcher``, which runs one coalesced batch at a time
+on its own thread (its bounded queue is the back-pressure); otherwise each request runs on the
+gate's worker threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -16,6 +19,7 @@ import onnxruntime as ort
 
 from app.core.errors import ApiError
 from app.core.metrics import Metrics
+from app.inference.batcher import DynamicBatcher, QueueFullError
 from app.inference.gate import InferenceGate
 from app.inference.sessions import LoadedModel
 from export.runtime import ORT_ERRORS
@@ -27,18 +31,67 @@ _INVALID_ARGUMENT = next(e for e in ORT_ERRORS if e.__name__ == "InvalidArgument
 
 class Runner:
     def __init__(
-        self, models: Mapping[str, LoadedModel], gate: InferenceGate, metrics: Metrics
+        self,
+        models: Mapping[str, LoadedModel],
+        gate: InferenceGate,
+        metrics: Metrics,
+        batchers: Mapping[str, DynamicBatcher] | None = None,
     ) -> None:
         self.models = dict(models)
         self.gate = gate
         self.metrics = metrics
+        self.batchers = dict(batchers or {})
 
     async def run(self, model: str, batch: np.ndarray) -> np.ndarray:
         """The model's first output for one input batch."""
+        batcher = self.batchers.get(model)
+        if batcher is not None:
+            return await self._run_batched(batcher, batch)
         loaded = self.models[model]
         feeds = {loaded.input_names[0]: batch}
         outputs = await self.run_session(model, loaded.session, feeds)
         return outputs[0]
+
+    async def _run_batched(self, batcher: DynamicBatcher, batch: np.ndarray) -> np.ndarray:
+        """Submit in chunks of at most max_batch_size rows; map a full queue to 503."""
+        size = batcher.max_batch_size
+        chunks = [batch[i : i + size] for i in range(0, batch.shape[0], size)]
+        try:
+            parts = await asyncio.gather(*(batcher.submit(c) for c in chunks))
+        except QueueFullError as exc:
+            raise ApiError(
+                503,
+                "overloaded",
+                "too many descriptor requests are queued; retry shortly",
+                {"Retry-After": str(exc.retry_after_s)},
+            ) from exc
+        except _INVALID_ARGUMENT as exc:
+            log.info("onnxruntime refused the input: %s", exc)
+            raise ApiError(
+                422, "invalid_input", "the model refused this input (shape or dtype)"
+            ) from exc
+        except ORT_ERRORS as exc:
+            log.error("onnxruntime failed", exc_info=exc)
+            raise ApiError(500, "internal", "internal server error") from exc
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def batch_function(self, model: str) -> Callable[[np.ndarray], np.ndarray]:
+        """What a model's batcher runs: the session's first output, with inference metrics."""
+        loaded = self.models[model]
+        name = loaded.input_names[0]
+
+        def run_batch(rows: np.ndarray) -> np.ndarray:
+            start = time.perf_counter()
+            out = loaded.session.run(None, {name: rows})[0]
+            self.metrics.observe_inference(model, int(rows.shape[0]), time.perf_counter() - start)
+            return np.asarray(out)
+
+        return run_batch
+
+    async def close(self) -> None:
+        """Drain and stop every batcher."""
+        for batcher in self.batchers.values():
+            await batcher.close()
 
     async def run_session(
         self, label: str, session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]
