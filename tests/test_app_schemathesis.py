@@ -16,6 +16,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
@@ -63,6 +64,7 @@ def _run_operation(operation: schemathesis.APIOperation) -> None:
 def test_openapi_contract(api_schema: schemathesis.BaseSchema) -> None:
     labels = []
     for result in api_schema.get_all_operations():
+        assert isinstance(result, Ok), result  # an invalid operation fails, not skips
         operation = result.ok()
         labels.append(operation.label)
         _run_operation(operation)

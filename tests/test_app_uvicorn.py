@@ -1,0 +1,128 @@
+"""The real server: ``python -m app`` under uvicorn on a free port, spoken to over TCP."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+NPY = "application/x-npy"
+READY_TIMEOUT_S = 120.0
+X = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+EXPECTED = X.reshape(1, 1, 2, 2, 2, 2).max(axis=(3, 5))  # 2x2 max pool, closed form
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"python -m app exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"/health/ready not 200 within {READY_TIMEOUT_S} s")
+
+
+@pytest.fixture(scope="module")
+def server(app_repository: Path) -> Iterator[httpx.Client]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "POOLSERVE_MODEL_REPOSITORY": str(app_repository),
+        "POOLSERVE_HOST": "127.0.0.1",
+        "POOLSERVE_PORT": str(port),
+        "POOLSERVE_PROVIDERS": '["CPUExecutionProvider"]',
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "app"], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, proc)
+        with httpx.Client(base_url=base, timeout=30) as client:
+            yield client
+    finally:  # always stop the server, even when start-up failed
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def _pool_json(client: httpx.Client) -> None:
+    body = {
+        "op": "max",
+        "params": {"kernel_size": 2},
+        "tensor": {"shape": list(X.shape), "data": X.ravel().tolist()},
+    }
+    r = client.post("/pool", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["tensor"]["data"] == EXPECTED.ravel().tolist()
+
+
+@pytest.mark.slow
+def test_pool_json(server: httpx.Client) -> None:
+    _pool_json(server)
+
+
+@pytest.mark.slow
+def test_pool_npy(server: httpx.Client) -> None:
+    r = server.post(
+        "/pool",
+        params={"op": "max", "kernel_size": "2"},
+        content=_npy(X),
+        headers={"content-type": NPY, "accept": NPY},
+    )
+    assert r.status_code == 200, r.text
+    out = np.load(io.BytesIO(r.content), allow_pickle=False)
+    np.testing.assert_array_equal(out, EXPECTED)
+
+
+@pytest.mark.slow
+def test_descriptor_jpeg(server: httpx.Client) -> None:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (240, 200, 3), dtype=np.uint8)).save(buf, "JPEG")
+    r = server.post("/descriptor", files=[("images", ("a.jpg", buf.getvalue(), "image/jpeg"))])
+    assert r.status_code == 200, r.text
+    assert np.isfinite(np.asarray(r.json()["descriptors"], dtype=np.float64)).all()
+
+
+@pytest.mark.slow
+def test_hostile_then_normal(server: httpx.Client) -> None:
+    r = server.post("/pool", content=b"\x93NUMPY garbage", headers={"content-type": NPY})
+    assert r.status_code == 422
+    assert set(r.json()) == {"error", "code"}
+    _pool_json(server)
+
+
+@pytest.mark.slow
+def test_metrics_count_requests(server: httpx.Client) -> None:
+    _pool_json(server)
+    text = server.get("/metrics").text
+    assert "poolserve_requests" in text
+    assert "/pool" in text
