@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -481,3 +482,11 @@ def test_method_not_allowed(client: AppClient) -> None:
     r = hostile(client, 405, None, "DELETE", "/pool")
     assert "POST" in r.headers["allow"]
     hostile(client, 405, None, "GET", "/pool")
+
+
+def test_multipart_redos_boundary(client: AppClient) -> None:
+    # checklist B4 #5: a pathological boundary must be refused quickly, not backtrack
+    start = time.monotonic()
+    headers = {"content-type": 'multipart/form-data; boundary="' + "\\" * 40 + "a"}
+    hostile(client, 400, None, "POST", "/pool", content=b"--a\r\n\r\n", headers=headers)
+    assert time.monotonic() - start < 5.0
