@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TypeVar
 
 import numpy as np
@@ -57,7 +58,8 @@ class Runner:
         size = batcher.max_batch_size
         chunks = [batch[i : i + size] for i in range(0, batch.shape[0], size)]
         try:
-            parts = await asyncio.gather(*(batcher.submit(c) for c in chunks))
+            with _ort_errors_as_envelopes():
+                parts = await asyncio.gather(*(batcher.submit(c) for c in chunks))
         except QueueFullError as exc:
             raise ApiError(
                 503,
@@ -65,28 +67,13 @@ class Runner:
                 "too many descriptor requests are queued; retry shortly",
                 {"Retry-After": str(exc.retry_after_s)},
             ) from exc
-        except _INVALID_ARGUMENT as exc:
-            log.info("onnxruntime refused the input: %s", exc)
-            raise ApiError(
-                422, "invalid_input", "the model refused this input (shape or dtype)"
-            ) from exc
-        except ORT_ERRORS as exc:
-            log.error("onnxruntime failed", exc_info=exc)
-            raise ApiError(500, "internal", "internal server error") from exc
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def batch_function(self, model: str) -> Callable[[np.ndarray], np.ndarray]:
         """What a model's batcher runs: the session's first output, with inference metrics."""
         loaded = self.models[model]
         name = loaded.input_names[0]
-
-        def run_batch(rows: np.ndarray) -> np.ndarray:
-            start = time.perf_counter()
-            out = loaded.session.run(None, {name: rows})[0]
-            self.metrics.observe_inference(model, int(rows.shape[0]), time.perf_counter() - start)
-            return np.asarray(out)
-
-        return run_batch
+        return lambda rows: self._timed_run(model, loaded.session, {name: rows})[0]
 
     async def close(self) -> None:
         """Drain and stop every batcher."""
@@ -97,25 +84,34 @@ class Runner:
         self, label: str, session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]
     ) -> list[np.ndarray]:
         """Run any session on the gate's worker threads; ORT errors become envelopes."""
+        return await self.call(lambda: self._timed_run(label, session, feeds))
+
+    def _timed_run(
+        self, label: str, session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]
+    ) -> list[np.ndarray]:
+        """One session run (on the calling thread), recorded in the inference metrics."""
         batch = int(next(iter(feeds.values())).shape[0]) if feeds else 0
-
-        def call() -> list[np.ndarray]:
-            start = time.perf_counter()
-            result = list(session.run(None, dict(feeds)))
-            self.metrics.observe_inference(label, batch, time.perf_counter() - start)
-            return result
-
-        return await self.call(call)
+        start = time.perf_counter()
+        result = list(session.run(None, dict(feeds)))
+        self.metrics.observe_inference(label, batch, time.perf_counter() - start)
+        return result
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` under the gate, mapping onnxruntime's run errors."""
-        try:
+        with _ort_errors_as_envelopes():
             return await self.gate.run(fn)
-        except _INVALID_ARGUMENT as exc:
-            log.info("onnxruntime refused the input: %s", exc)
-            raise ApiError(
-                422, "invalid_input", "the model refused this input (shape or dtype)"
-            ) from exc
-        except ORT_ERRORS as exc:
-            log.error("onnxruntime failed", exc_info=exc)
-            raise ApiError(500, "internal", "internal server error") from exc
+
+
+@contextmanager
+def _ort_errors_as_envelopes() -> Iterator[None]:
+    """onnxruntime's refusal of an input is the client's 422; any other failure a 500."""
+    try:
+        yield
+    except _INVALID_ARGUMENT as exc:
+        log.info("onnxruntime refused the input: %s", exc)
+        raise ApiError(
+            422, "invalid_input", "the model refused this input (shape or dtype)"
+        ) from exc
+    except ORT_ERRORS as exc:
+        log.error("onnxruntime failed", exc_info=exc)
+        raise ApiError(500, "internal", "internal server error") from exc
