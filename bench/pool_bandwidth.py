@@ -1,24 +1,43 @@
-"""Comparison 2, in-process part: max 2x2 on a float32 tensor with onnxruntime and torch,
-against a memcpy of the same bytes (the memory bound). The HTTP npy/JSON rows need the
-server driver (not written yet; see RESULTS.md)."""
+"""Comparison 2: /pool max 2x2 on a float32 tensor, end to end over HTTP (npy body and npy
+reply; the JSON form at 4 MB, its size limit's order), against onnxruntime and torch
+``max_pool2d`` in-process on the same tensor and a memcpy of the same bytes (the bound).
+
+An HTTP row's time is the client's whole round trip: send the prepared body, wait, decode
+the reply into an array (``np.load`` / ``json.loads``). Bodies are encoded before timing.
+"""
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
+from pathlib import Path
 
+import httpx
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from bench.common import emit_table, median, time_call
+from bench.server import ensure_repository, serve, serve_echo
 from export.graph import build_pool_graph
 from export.runtime import create_session, run
 from models.pooling import parse_params
 
+SERVER_MODELS = ["netvlad_poolformer_s12_224"]
+"""The /pool server needs some model loaded; the small one starts fastest."""
 
-def measure(megabytes: int, repeats: int) -> list[list[str]]:
+
+def feature_map(megabytes: int) -> np.ndarray:
     channels = megabytes * 1024 * 1024 // (4 * 512 * 512)
-    x = np.random.default_rng(0).random((1, channels, 512, 512), dtype=np.float32)
+    return np.random.default_rng(0).random((1, channels, 512, 512), dtype=np.float32)
+
+
+def row(name: str, nbytes: int, seconds: float) -> list[str]:
+    return [name, f"{nbytes / 1e6:.1f}", f"{seconds * 1e3:.1f}", f"{nbytes / seconds / 1e9:.3f}"]
+
+
+def in_process_rows(x: np.ndarray, repeats: int) -> list[list[str]]:
     session = create_session(
         build_pool_graph("max", parse_params("max", kernel_size=2)), ["CPUExecutionProvider"]
     )
@@ -26,25 +45,77 @@ def measure(megabytes: int, repeats: int) -> list[list[str]]:
     xt = torch.from_numpy(x)
     cases = {
         "memcpy (bound)": lambda: np.copyto(target, x),
-        "onnxruntime max 2x2": lambda: run(session, x),
-        "torch max_pool2d": lambda: F.max_pool2d(xt, 2),
+        "onnxruntime in-process": lambda: run(session, x),
+        "torch max_pool2d in-process": lambda: F.max_pool2d(xt, 2),
     }
-    rows = []
-    for name, fn in cases.items():
-        seconds = median(time_call(fn, repeats))
-        rows.append([name, f"{x.nbytes / 1e6:.0f}", f"{seconds * 1e3:.1f}",
-                     f"{x.nbytes / seconds / 1e9:.2f}"])  # fmt: skip
-    return rows
+    return [row(name, x.nbytes, median(time_call(fn, repeats))) for name, fn in cases.items()]
+
+
+def npy_bytes(x: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, x)
+    return buf.getvalue()
+
+
+def http_seconds(client: httpx.Client, x: np.ndarray, form: str, repeats: int) -> float:
+    """Median round trip of /pool max 2x2 on ``x`` in the ``npy`` or ``json`` form."""
+    if form == "npy":
+        body, params = npy_bytes(x), {"op": "max", "kernel_size": "2"}
+        headers = {"Content-Type": "application/x-npy", "Accept": "application/x-npy"}
+    else:
+        tensor = {"shape": list(x.shape), "dtype": "float32", "data": x.ravel().tolist()}
+        payload = {"op": "max", "params": {"kernel_size": 2}, "tensor": tensor}
+        body, params = json.dumps(payload).encode(), {}
+        headers = {"Content-Type": "application/json"}
+    expected = F.max_pool2d(torch.from_numpy(x), 2).numpy()
+
+    def round_trip() -> np.ndarray:
+        reply = client.post("/pool", content=body, params=params, headers=headers)
+        reply.raise_for_status()
+        if form == "npy":
+            return np.asarray(np.load(io.BytesIO(reply.content)))
+        out = reply.json()["tensor"]
+        return np.asarray(out["data"], np.float32).reshape(out["shape"])
+
+    if not np.array_equal(round_trip(), expected):
+        raise RuntimeError(f"/pool {form} does not match torch max_pool2d")
+    return median(time_call(round_trip, repeats))
+
+
+def echo_seconds(x: np.ndarray, repeats: int) -> float:
+    """Median round trip of the same npy body through the bare echo app (the HTTP floor)."""
+    body = npy_bytes(x)
+    with serve_echo() as server, httpx.Client(base_url=server.url, timeout=600) as client:
+        return median(time_call(lambda: client.post("/", content=body).content, repeats))
+
+
+def http_rows(
+    repository: Path, big: np.ndarray, small: np.ndarray, repeats: int
+) -> list[list[str]]:
+    ensure_repository(repository, SERVER_MODELS)
+    floor = row("HTTP floor: bare ASGI echo, same uvicorn", big.nbytes, echo_seconds(big, repeats))
+    with (
+        serve(repository, SERVER_MODELS, providers="CPUExecutionProvider") as server,
+        httpx.Client(base_url=server.url, timeout=600) as client,
+    ):
+        return [
+            floor,
+            row("/pool npy over HTTP", big.nbytes, http_seconds(client, big, "npy", repeats)),
+            row("/pool npy over HTTP", small.nbytes, http_seconds(client, small, "npy", repeats)),
+            row("/pool JSON over HTTP", small.nbytes, http_seconds(client, small, "json", 5)),
+        ]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="4 MB, 3 repeats (smoke only)")
+    parser.add_argument("--quick", action="store_true", help="16 MB, 3 repeats (smoke only)")
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     args = parser.parse_args(argv)
-    megabytes, repeats = (4, 3) if args.quick else (64, 20)
-    rows = measure(megabytes, repeats)
+    megabytes, repeats = (16, 3) if args.quick else (64, 20)
+    big, small = feature_map(megabytes), feature_map(4)
+    rows = in_process_rows(big, repeats) + http_rows(args.repository, big, small, repeats)
     emit_table(
-        f"/pool max 2x2, in-process, {megabytes} MB float32",
+        f"/pool max 2x2, {megabytes} MB and 4 MB float32",
         ["path", "MB in", "median ms", "GB/s of input"],
         rows,
     )
