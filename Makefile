@@ -10,7 +10,7 @@ GPU := $(shell nvidia-smi -L 2>/dev/null | head -n 1)
 # Typed packages; app/, bench/ and examples/ join when they exist.
 TYPED := models export tests scripts $(wildcard app bench examples)
 
-.PHONY: install test lint typecheck unit export serve smoke docker-check bench clean
+.PHONY: install test lint typecheck unit export serve smoke docker-check bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,9 +57,12 @@ docker-check: $(STAMP)
 	docker-compose -f docker-compose.yml config --quiet
 	docker-compose -f docker-compose.yml --profile cpu config --quiet
 
-# In-process throughput tables (bench/RESULTS.md); `--quick` for a short smoke run.
+# Every throughput table (bench/RESULTS.md), server runs included; `make bench-quick` smokes it.
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -1,16 +1,27 @@
-"""`python -m bench [--quick]`: every bench script in turn, each printing its table."""
+"""`python -m bench [--quick] [--repository DIR] [--providers P1,P2]`: every comparison in
+turn, each printing its Markdown table: /pool bandwidth, per-op latency, /descriptor under
+load, and the server's memory over 10,000 mixed requests. Missing models are exported first.
+"""
 
 from __future__ import annotations
 
-import sys
+import argparse
 
-from bench import ops, pool_bandwidth
+from bench import descriptor, memory, ops, pool_bandwidth
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    pool_bandwidth.main(args)
-    ops.main(args)
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smoke sizes; not results")
+    parser.add_argument("--repository", default="model_repository")
+    parser.add_argument("--providers", default="CPUExecutionProvider")
+    args = parser.parse_args()
+    quick = ["--quick"] if args.quick else []
+    served = [*quick, "--repository", args.repository, "--providers", args.providers]
+    pool_bandwidth.main([*quick, "--repository", args.repository])
+    ops.main(quick)
+    descriptor.main(served)
+    memory.main(served)
 
 
 if __name__ == "__main__":

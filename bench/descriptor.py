@@ -49,17 +49,20 @@ def synthetic_jpegs(count: int, width: int, height: int) -> list[bytes]:
     return blobs
 
 
-def in_process_paths(root: Path, name: str) -> dict[str, Describe]:
-    """onnxruntime and torch eager, each behind the same decode + preprocess."""
+def in_process_paths(root: Path, name: str, providers: list[str]) -> dict[str, Describe]:
+    """onnxruntime and torch eager, each behind the same decode + preprocess; torch on CUDA
+    when onnxruntime is asked for CUDA and torch has it."""
     entry = load_manifest(root).models[name]
     assert entry.cfg is not None
     preprocess = Preprocessor.from_dict(entry.cfg["preprocess"])
-    session = create_session(model_path(root, entry), ["CPUExecutionProvider"])
+    session = create_session(model_path(root, entry), providers)
     input_name = session.get_inputs()[0].name
     built = build_model(name)
     if built.provenance != entry.weights:
         raise RuntimeError(f"torch has {built.provenance}, the repository {entry.weights}")
-    module = built.module.eval()
+    cuda = "CUDAExecutionProvider" in providers and torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    module = built.module.eval().to(device)
 
     def pixels(blob: bytes) -> np.ndarray:
         return preprocess(decode_image(blob, MAX_PIXELS))[None]
@@ -69,8 +72,8 @@ def in_process_paths(root: Path, name: str) -> dict[str, Describe]:
 
     def run_torch(blob: bytes) -> np.ndarray:
         with torch.inference_mode():
-            out: torch.Tensor = module(torch.from_numpy(pixels(blob)))
-        return out.numpy()
+            out: torch.Tensor = module(torch.from_numpy(pixels(blob)).to(device))
+        return out.cpu().numpy()
 
     return {"onnxruntime in-process": run_ort, "torch eager in-process": run_torch}
 
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     ensure_repository(args.repository, [name])
     blobs = synthetic_jpegs(16, *size)
     rows, agreement = [], []
-    in_process = in_process_paths(args.repository, name)
+    in_process = in_process_paths(args.repository, name, args.providers.split(","))
     reference = in_process["onnxruntime in-process"](blobs[0])
     for label, describe in in_process.items():
         agreement.append([label, check_agree(reference, describe(blobs[0]), label)])
