@@ -1,7 +1,7 @@
 """``python -m export``: write the model repository (see ``docs/model-repository.md``).
 
     python -m export --out model_repository [--models a b ...] [--prefer standard|custom]
-                     [--weights name=path ...] [--if-missing]
+                     [--weights name=path ...] [--if-missing] [--fp16]
 
 Exit codes: 0 written (or already there with ``--if-missing``), 1 a model failed to export
 or failed the parity gate (no manifest is left), 2 usage error.
@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import TextIO
 
 from export.errors import ExportError
+from export.fp16 import fp16_name
 from export.manifest import ManifestError, verify_repository
 from export.repository import (
     DEFAULT_MODELS,
+    POOL_OP_MODELS,
     ModelReport,
     available_models,
     export_repository,
@@ -56,6 +58,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="do nothing when a manifest whose files verify already covers the models",
     )
+    parser.add_argument(
+        "--fp16",
+        action="store_true",
+        help="also write <name>_fp16 (float16 inside, float32 inputs and outputs) for each "
+        "descriptor and classifier, gated by cosine similarity to torch",
+    )
     return parser.parse_args(argv)
 
 
@@ -67,6 +75,12 @@ def parse_weights(pairs: Sequence[str]) -> dict[str, Path]:
             raise ValueError(f"--weights takes NAME=PATH, got {pair!r}")
         weights[name] = Path(path)
     return weights
+
+
+def expected_names(models: Sequence[str], fp16: bool) -> list[str]:
+    """The manifest entries an export of ``models`` writes (fp16 variants included)."""
+    halves = [fp16_name(m) for m in models if fp16 and m not in POOL_OP_MODELS]
+    return [*models, *halves]
 
 
 def already_there(out: Path, models: Sequence[str], prefer: str) -> bool:
@@ -86,9 +100,11 @@ def say(line: str, stream: TextIO = sys.stdout) -> None:
 
 def print_report(report: ModelReport) -> None:
     entry = report.entry
+    cosine = entry.parity.min_cosine
+    extra = f"  min cosine {cosine:.7f}" if cosine is not None else ""
     say(
         f"{report.name:<28} {report.seconds:7.1f} s  parity {entry.parity.max_abs_error:.2e}  "
-        f"{entry.bytes / 1e6:8.2f} MB"
+        f"{entry.bytes / 1e6:8.2f} MB{extra}"
     )
 
 
@@ -100,21 +116,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         say(f"error: {exc}", sys.stderr)
         return EXIT_USAGE
-    if args.if_missing and not weights and already_there(args.out, models, args.prefer):
-        say(f"{args.out}: manifest already covers {', '.join(models)}; nothing to do")
+    wanted = expected_names(models, args.fp16)
+    if args.if_missing and not weights and already_there(args.out, wanted, args.prefer):
+        say(f"{args.out}: manifest already covers {', '.join(wanted)}; nothing to do")
         return EXIT_OK
     # torch's exporter warns about every torchvision op it cannot register.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     start = time.perf_counter()
     try:
-        export_repository(args.out, models, args.prefer, weights, on_model=print_report)
+        export_repository(
+            args.out, models, args.prefer, weights, fp16=args.fp16, on_model=print_report
+        )
     except ExportError as exc:
         say(f"error: {exc}\nno manifest written in {args.out}", sys.stderr)
         return EXIT_GATE
     except ValueError as exc:  # unknown model, misplaced or unreadable weights
         say(f"error: {exc}", sys.stderr)
         return EXIT_USAGE
-    say(f"wrote {args.out} ({len(models)} models) in {time.perf_counter() - start:.1f} s")
+    say(f"wrote {args.out} ({len(wanted)} models) in {time.perf_counter() - start:.1f} s")
     return EXIT_OK
 
 

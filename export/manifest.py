@@ -52,6 +52,10 @@ class ParityRecord(_Strict):
     max_abs_error: float
     tolerance: float
     providers: tuple[str, ...]
+    min_cosine: float | None = None
+    """fp16 variants: the smallest cosine similarity of an output row to torch's fp32 row."""
+    min_cosine_bound: float | None = None
+    """fp16 variants: the gate's bound on ``min_cosine``."""
 
 
 class ModelEntry(_Strict):

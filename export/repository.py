@@ -32,6 +32,7 @@ from onnx import helper
 from torch import nn
 
 from export.errors import ExportError
+from export.fp16 import MAX_ABS_ERROR, MIN_COSINE, check_fp16, fp16_name, to_fp16
 from export.lowering import Prefer
 from export.manifest import (
     FORMAT_VERSION,
@@ -239,6 +240,39 @@ def check_request(models: Sequence[str], weights: Mapping[str, Path]) -> None:
 # Export and gate ---------------------------------------------------------------------------
 
 
+def fp16_variant(
+    job: ExportJob, model: onnx.ModelProto, entry: ModelEntry
+) -> tuple[str, onnx.ModelProto, ModelEntry]:
+    """The float16 copy of an exported model, gated by cosine against the torch fp32 model
+    on the same parity inputs; its name, model and entry (still without path digest)."""
+    name = fp16_name(job.name)
+    half = to_fp16(model)
+    for prop in half.metadata_props:
+        if prop.key == "poolserve.model":
+            prop.value = name
+    try:
+        report = check_fp16(half, torch_reference(job.module), job.parity_shapes, PROVIDERS)
+    except ExportError as exc:
+        raise ExportError(f"{name}: the fp16 gate refused the model: {exc}") from exc
+    parity = ParityRecord(
+        shapes=report.shapes,
+        max_abs_error=report.max_abs_error,
+        tolerance=MAX_ABS_ERROR,
+        providers=PROVIDERS,
+        min_cosine=report.min_cosine,
+        min_cosine_bound=MIN_COSINE,
+    )
+    update = {
+        "path": f"{name}/1/model.onnx",
+        "ir_version": half.ir_version,
+        "inputs": tuple(tensor_spec(v) for v in half.graph.input),
+        "outputs": tuple(tensor_spec(v) for v in half.graph.output),
+        "weights": f"{job.weights} (converted to float16)",
+        "parity": parity,
+    }
+    return name, half, entry.model_copy(update=update)
+
+
 def run_job(job: ExportJob, prefer: Prefer) -> tuple[onnx.ModelProto, ModelEntry]:
     """Export, rename the output, run the gate; the entry still lacks path, sha and size."""
     try:
@@ -369,6 +403,7 @@ def export_repository(
     prefer: Prefer = "standard",
     weights: Mapping[str, Path] | None = None,
     *,
+    fp16: bool = False,
     on_model: Callable[[ModelReport], None] | None = None,
 ) -> Manifest:
     """Export ``models`` (``DEFAULT_MODELS`` when None) into the repository folder ``out``.
@@ -380,6 +415,8 @@ def export_repository(
         prefer: lowering preference for the pooling layers (``standard`` or ``custom``).
         weights: model name -> checkpoint file; other models get their seeded init.
             ``netvlad_head`` follows the weights of ``netvlad_poolformer_s12``.
+        fp16: also write ``<name>_fp16``, a float16 copy with float32 inputs and outputs,
+            for each descriptor and classifier (not pool ops), gated by cosine to torch.
         on_model: called after each model is written (the CLI prints a line).
 
     Raises:
@@ -401,6 +438,13 @@ def export_repository(
         entries[name] = write_model(out, name, model, entry)
         if on_model is not None:
             on_model(ModelReport(name, time.perf_counter() - start, entries[name]))
+        if fp16 and job.kind != "pool_op":
+            start = time.perf_counter()
+            half_name, half, half_entry = fp16_variant(job, model, entry)
+            entries[half_name] = write_model(out, half_name, half, half_entry)
+            if on_model is not None:
+                seconds = time.perf_counter() - start
+                on_model(ModelReport(half_name, seconds, entries[half_name]))
     manifest = Manifest(
         format_version=FORMAT_VERSION,
         created_utc=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

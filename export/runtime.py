@@ -8,7 +8,7 @@ Python kernels (``export.kernels``) registered first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,10 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from export.versions import CUSTOM_DOMAIN
 
-DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+CUDA = "CUDAExecutionProvider"
+DEFAULT_PROVIDERS = (CUDA, "CPUExecutionProvider")
+ProviderOptions = Mapping[str, Mapping[str, str]]
+"""Provider name -> its onnxruntime options (string values, as onnxruntime reads them)."""
 
 ORT_ERRORS: tuple[type[Exception], ...] = (
     _ort_state.Fail,
@@ -38,10 +41,38 @@ def uses_custom_ops(model: onnx.ModelProto) -> bool:
     return any(node.domain == CUSTOM_DOMAIN for node in nodes)
 
 
+def cuda_provider_options(
+    device_id: int = 0,
+    cudnn_conv_algo_search: str = "EXHAUSTIVE",
+    arena_extend_strategy: str = "kNextPowerOfTwo",
+    gpu_mem_limit_bytes: int = 0,
+) -> dict[str, str]:
+    """CUDA EP options; ``gpu_mem_limit_bytes`` 0 leaves onnxruntime's (no) limit."""
+    options = {
+        "device_id": str(device_id),
+        "cudnn_conv_algo_search": cudnn_conv_algo_search,
+        "arena_extend_strategy": arena_extend_strategy,
+    }
+    if gpu_mem_limit_bytes > 0:
+        options["gpu_mem_limit"] = str(gpu_mem_limit_bytes)
+    return options
+
+
+def provider_list(
+    providers: Sequence[str], provider_options: ProviderOptions | None = None
+) -> list[str | tuple[str, dict[str, str]]]:
+    """onnxruntime's ``providers=`` argument: ``(name, options)`` where options are given."""
+    options = provider_options or {}
+    return [(name, dict(options[name])) if name in options else name for name in providers]
+
+
 def create_session(
     model: onnx.ModelProto | str | Path,
     providers: Sequence[str] = DEFAULT_PROVIDERS,
     intra_op_threads: int = 0,
+    *,
+    provider_options: ProviderOptions | None = None,
+    cpu_mem_arena: bool = True,
 ) -> ort.InferenceSession:
     """An inference session that can run ``model``, custom kernels included.
 
@@ -49,14 +80,19 @@ def create_session(
         model: the model, or a path to a ``.onnx`` file.
         providers: execution providers in order of preference.
         intra_op_threads: onnxruntime's intra-op thread count; 0 lets it choose.
+        provider_options: options per provider name (see ``cuda_provider_options``).
+        cpu_mem_arena: ``SessionOptions.enable_cpu_mem_arena``.
     """
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
+    options.enable_cpu_mem_arena = cpu_mem_arena
     if uses_custom_ops(proto):
         register_custom_kernels(options)
     return ort.InferenceSession(
-        proto.SerializeToString(), sess_options=options, providers=list(providers)
+        proto.SerializeToString(),
+        sess_options=options,
+        providers=provider_list(providers, provider_options),
     )
 
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -57,6 +57,37 @@ class Settings(BaseSettings):
         False,
         description="Refuse to start when a session does not run on CUDAExecutionProvider "
         "(instead of warning and running on CPU).",
+    )
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
+        "EXHAUSTIVE",
+        description="CUDA EP cuDNN convolution algorithm search: EXHAUSTIVE benchmarks every "
+        "algorithm on the first run of each input shape (onnxruntime's default), HEURISTIC "
+        "asks cuDNN's heuristics, DEFAULT takes the default algorithm.",
+    )
+    cuda_arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = Field(
+        "kNextPowerOfTwo",
+        description="How the CUDA EP's memory arena grows: in powers of two, or by exactly "
+        "what is requested.",
+    )
+    cuda_gpu_mem_limit_bytes: int = Field(
+        0, ge=0, description="Cap on the CUDA EP's memory arena in bytes; 0 = no limit."
+    )
+    cuda_device_id: int = Field(0, ge=0, description="GPU the CUDA EP runs on.")
+    cpu_mem_arena: bool = Field(
+        True,
+        description="onnxruntime's CPU memory arena (SessionOptions.enable_cpu_mem_arena); "
+        "off trades speed for a smaller resident size.",
+    )
+    io_binding: bool = Field(
+        True,
+        description="On CUDA sessions, bind inputs from host memory and outputs on the "
+        "device, and copy the outputs back once per run (onnxruntime I/O binding).",
+    )
+    jpeg_draft: bool = Field(
+        False,
+        description="Let Pillow's JPEG decoder downscale by a power of two (draft mode) when "
+        "the image is at least twice the model's input size; faster decode, descriptors "
+        "within the tolerance in docs/throughput.md.",
     )
     intra_op_threads: int = Field(
         0, ge=0, description="onnxruntime intra-op threads per session; 0 lets it choose."
@@ -128,6 +159,15 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("providers must name at least one execution provider")
         return value
+
+    @model_validator(mode="after")
+    def _cuda_when_required(self) -> Settings:
+        if self.require_cuda and not self.wants_cuda:
+            raise ValueError(
+                f"require_cuda is set but providers {self.providers} do not include "
+                f"{CUDA}: add it to POOLSERVE_PROVIDERS or unset POOLSERVE_REQUIRE_CUDA"
+            )
+        return self
 
     @property
     def wants_cuda(self) -> bool:

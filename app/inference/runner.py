@@ -21,6 +21,7 @@ import onnxruntime as ort
 from app.core.errors import ApiError
 from app.core.metrics import Metrics
 from app.inference.batcher import DynamicBatcher, QueueFullError
+from app.inference.binding import run_session
 from app.inference.gate import InferenceGate
 from app.inference.sessions import LoadedModel
 from export.runtime import ORT_ERRORS
@@ -37,11 +38,13 @@ class Runner:
         gate: InferenceGate,
         metrics: Metrics,
         batchers: Mapping[str, DynamicBatcher] | None = None,
+        io_binding: bool = True,
     ) -> None:
         self.models = dict(models)
         self.gate = gate
         self.metrics = metrics
         self.batchers = dict(batchers or {})
+        self.io_binding = io_binding  # CUDA sessions only (see app.inference.binding)
 
     async def run(self, model: str, batch: np.ndarray) -> np.ndarray:
         """The model's first output for one input batch."""
@@ -92,7 +95,7 @@ class Runner:
         """One session run (on the calling thread), recorded in the inference metrics."""
         batch = int(next(iter(feeds.values())).shape[0]) if feeds else 0
         start = time.perf_counter()
-        result = list(session.run(None, dict(feeds)))
+        result = run_session(session, feeds, self.io_binding)
         self.metrics.observe_inference(label, batch, time.perf_counter() - start)
         return result
 

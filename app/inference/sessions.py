@@ -18,7 +18,7 @@ import onnxruntime as ort
 from app.codecs.preprocess import Preprocessor
 from app.core.config import CUDA, Settings
 from export.manifest import Manifest, ManifestError, ModelEntry, model_path, verify_repository
-from export.runtime import create_session
+from export.runtime import ProviderOptions, create_session, cuda_provider_options
 
 log = logging.getLogger("poolserve")
 WARMUP_SPATIAL = 8
@@ -71,11 +71,29 @@ def check_providers(name: str, active: list[str], settings: Settings) -> None:
         )
 
 
+def provider_options(settings: Settings) -> ProviderOptions:
+    """The CUDA EP's options from the settings (other providers take their defaults)."""
+    return {
+        CUDA: cuda_provider_options(
+            device_id=settings.cuda_device_id,
+            cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
+            arena_extend_strategy=settings.cuda_arena_extend_strategy,
+            gpu_mem_limit_bytes=settings.cuda_gpu_mem_limit_bytes,
+        )
+    }
+
+
 def open_session(
     model: Any, settings: Settings, name: str
 ) -> tuple[ort.InferenceSession, list[str]]:
     """A session with the configured providers and the providers it really got."""
-    session = create_session(model, settings.providers, settings.intra_op_threads)
+    session = create_session(
+        model,
+        settings.providers,
+        settings.intra_op_threads,
+        provider_options=provider_options(settings),
+        cpu_mem_arena=settings.cpu_mem_arena,
+    )
     active = list(session.get_providers())
     check_providers(name, active, settings)
     return session, active
