@@ -35,7 +35,7 @@ def load_services(settings: Settings, metrics: Metrics) -> Services:
     for name, loaded in models.items():
         metrics.provider.labels(name, loaded.provider).set(1)
     gate = InferenceGate(settings.max_concurrent_inferences, settings.max_waiting, metrics)
-    runner = Runner(models, gate, metrics)
+    runner = Runner(models, gate, metrics, io_binding=settings.io_binding)
     if settings.batching:
         runner.batchers = {
             name: _batcher(settings, runner, name)

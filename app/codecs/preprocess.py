@@ -103,6 +103,12 @@ class Preprocessor:
         except ValueError as exc:
             raise ValueError(f"preprocess: {exc}") from None
 
+    @property
+    def fixed_hw(self) -> tuple[int, int] | None:
+        """(H, W) of every tensor when it does not depend on the image (a crop, or an exact
+        resize), else None."""
+        return self.policy.crop or self.policy.size
+
     def output_hw(self, width: int, height: int) -> tuple[int, int]:
         """(H, W) of the tensor made from a ``width`` x ``height`` image."""
         if self.policy.crop is not None:

@@ -19,6 +19,8 @@ from app.inference.sessions import LoadedModel
 
 router = APIRouter(tags=["descriptor"])
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
+Batch = tuple[list[int], np.ndarray]
+"""The request-order indices of a batch's rows, and the (n, 3, H, W) rows."""
 
 
 class DescriptorResponse(BaseModel):
@@ -81,37 +83,58 @@ async def _read_images(request: Request, settings: Settings) -> list[bytes]:
         await form.close()
 
 
-def _prepare(loaded: LoadedModel, blobs: list[bytes], max_pixels: int) -> list[np.ndarray]:
-    """Decode and preprocess each image (on a worker thread): (3, H, W) float32 each."""
-    assert loaded.preprocess is not None  # _pick_model guarantees an image model
+def _check_size(loaded: LoadedModel, hw: tuple[int, int]) -> None:
     low = loaded.entry.min_hw or 1
-    tensors = []
-    for blob in blobs:
-        image = decode_image(blob, max_pixels)
-        h, w = loaded.preprocess.output_hw(*image.size)
-        if min(h, w) < low:
-            raise ApiError(
-                422, "image_too_small",
-                f"{loaded.name} needs at least {low}x{low} pixels after preprocessing",
-            )  # fmt: skip
-        tensors.append(loaded.preprocess(image))
-    return tensors
+    if min(hw) < low:
+        raise ApiError(
+            422, "image_too_small",
+            f"{loaded.name} needs at least {low}x{low} pixels after preprocessing",
+        )  # fmt: skip
 
 
-async def _describe(
-    services: Services, loaded: LoadedModel, inputs: list[np.ndarray]
-) -> np.ndarray:
-    """One batch when every input has the same size, else one run per size."""
-    by_size: dict[tuple[int, ...], list[int]] = {}
-    for i, x in enumerate(inputs):
-        by_size.setdefault(x.shape, []).append(i)
-    rows: list[np.ndarray] = [np.empty(0)] * len(inputs)
-    for indices in by_size.values():
-        batch = np.stack([inputs[i] for i in indices])
+def _prepare(loaded: LoadedModel, blobs: list[bytes], settings: Settings) -> list[Batch]:
+    """Decode and preprocess every image (on a worker thread) into model batches.
+
+    A model with a fixed input size gets one (n, 3, H, W) array that each image is written
+    straight into (no per-image tensor, no stacking copy); otherwise images are stacked by
+    size, one batch per distinct size.
+    """
+    preprocess = loaded.preprocess
+    assert preprocess is not None  # _pick_model guarantees an image model
+    draft = preprocess.policy.resized_size if settings.jpeg_draft else None
+    fixed = preprocess.fixed_hw
+    if fixed is not None:
+        _check_size(loaded, fixed)
+        batch = np.empty((len(blobs), 3, *fixed), dtype=np.float32)
+        for slot, blob in zip(batch, blobs, strict=True):
+            preprocess(decode_image(blob, settings.max_image_pixels, draft), out=slot)
+        return [(list(range(len(blobs))), batch)]
+    groups: dict[tuple[int, ...], tuple[list[int], list[np.ndarray]]] = {}
+    for i, blob in enumerate(blobs):
+        image = decode_image(blob, settings.max_image_pixels, draft)
+        _check_size(loaded, preprocess.output_hw(*image.size))
+        x = preprocess(image)
+        indices, tensors = groups.setdefault(x.shape, ([], []))
+        indices.append(i)
+        tensors.append(x)
+    return [(indices, np.stack(tensors)) for indices, tensors in groups.values()]
+
+
+async def _describe(services: Services, loaded: LoadedModel, batches: list[Batch]) -> np.ndarray:
+    """Run each batch; rows back in request order, float32."""
+    if len(batches) == 1:
+        return (await services.runner.run(loaded.name, batches[0][1])).astype(
+            np.float32, copy=False
+        )
+    count = sum(len(indices) for indices, _ in batches)
+    result: np.ndarray | None = None
+    for indices, batch in batches:
         out = await services.runner.run(loaded.name, batch)
-        for row, i in enumerate(indices):
-            rows[i] = out[row]
-    return np.stack(rows).astype(np.float32, copy=False)
+        if result is None:
+            result = np.empty((count, *out.shape[1:]), dtype=np.float32)
+        result[indices] = out
+    assert result is not None  # at least one image: _read_images guarantees it
+    return result
 
 
 @router.post(
@@ -134,8 +157,8 @@ async def descriptor(
     """Describe images (multipart field images, or one raw image body)."""
     loaded = _pick_model(services, model)
     blobs = await _read_images(request, settings)
-    inputs = await services.runner.call(lambda: _prepare(loaded, blobs, settings.max_image_pixels))
-    descriptors = await _describe(services, loaded, inputs)
+    batches = await services.runner.call(lambda: _prepare(loaded, blobs, settings))
+    descriptors = await _describe(services, loaded, batches)
     check_output(descriptors, loaded.name)
     headers = {"X-Poolserve-Provider": loaded.provider}
     if wants_npy(request):
