@@ -40,6 +40,9 @@ def fp16_name(name: str) -> str:
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """A float16 copy of ``model`` with float32 inputs and outputs, at our pinned IR version."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())  # leave the caller's alone
+    # intermediate type annotations would still say float32 after the conversion
+    del model.graph.value_info[:]
     with warnings.catch_warnings():  # it warns once per tiny weight it rounds to 1e-7
         warnings.simplefilter("ignore", UserWarning)
         converted: onnx.ModelProto = float16.convert_float_to_float16(model, keep_io_types=True)
