@@ -99,7 +99,7 @@ def open_session(
     return session, active
 
 
-def warmup_feeds(loaded: LoadedModel) -> dict[str, np.ndarray]:
+def warmup_feeds(loaded: LoadedModel, batch: int = 1) -> dict[str, np.ndarray]:
     """Zeros of a valid shape for each input: what the model will really be fed."""
     entry = loaded.entry
     feeds = {}
@@ -109,7 +109,7 @@ def warmup_feeds(loaded: LoadedModel) -> dict[str, np.ndarray]:
             if isinstance(d, int):
                 dims.append(d)
             elif i == 0:
-                dims.append(1)
+                dims.append(batch)
             else:
                 dims.append(max(entry.min_hw or 1, WARMUP_SPATIAL))
         if loaded.preprocess is not None and len(dims) == 4:
@@ -125,6 +125,10 @@ def load_model(root: Path, name: str, entry: ModelEntry, settings: Settings) -> 
     preprocess = Preprocessor.from_dict(policy) if policy is not None else None
     loaded = LoadedModel(name, entry, session, tuple(active), preprocess)
     session.run(None, warmup_feeds(loaded))
+    if preprocess is not None and settings.batching and settings.max_batch_size > 1:
+        # the largest batch the batcher forms: its memory (arena) and, on CUDA, its conv
+        # algorithm search are paid before ready, not by the first full batch
+        session.run(None, warmup_feeds(loaded, settings.max_batch_size))
     log.info("%s: loaded on %s and warmed up", name, active)
     return loaded
 
