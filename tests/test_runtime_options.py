@@ -15,7 +15,6 @@ import pytest
 from onnx import TensorProto, helper
 from pydantic import ValidationError
 
-import export.runtime
 from app.core.config import CUDA, Settings
 from app.inference.sessions import open_session
 from export.runtime import create_session, cuda_provider_options, provider_list
@@ -43,7 +42,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         calls.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(export.runtime.ort, "InferenceSession", record)
+    monkeypatch.setattr(ort, "InferenceSession", record)  # the module export.runtime uses
     return calls
 
 
