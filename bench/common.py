@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 
 def time_call(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -29,3 +31,12 @@ def emit_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]])
     lines.append("|" + "---|" * len(header))
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def served_parser(description: str | None, quick_help: str) -> argparse.ArgumentParser:
+    """The options of every bench that starts the server: --quick, --repository, --providers."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--providers", default="CPUExecutionProvider")
+    return parser

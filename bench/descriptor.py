@@ -10,7 +10,6 @@ timing, the paths' descriptors for one image are checked against each other.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from PIL import Image
 
 from app.codecs.image import decode_image
 from app.codecs.preprocess import Preprocessor
-from bench.common import emit_table
+from bench.common import emit_table, served_parser
 from bench.load import LoadResult, drive_async, drive_threads
 from bench.server import ensure_repository, serve
 from export.manifest import load_manifest, model_path
@@ -126,10 +125,7 @@ def check_agree(reference: np.ndarray, other: np.ndarray, what: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small model, few requests")
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
-    parser.add_argument("--providers", default="CPUExecutionProvider")
+    parser = served_parser(__doc__, "small model, few requests")
     args = parser.parse_args(argv)
     if args.quick:
         name, size, plan = "netvlad_poolformer_s12_224", (224, 224), {1: 4, 8: 16}

@@ -6,19 +6,17 @@ requests; any 5xx, or a hostile request that is not refused, stops the run."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
-import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import numpy as np
 
-from bench.common import emit_table
+from app.codecs.tensor import encode_npy
+from bench.common import emit_table, served_parser
 from bench.descriptor import synthetic_jpegs
 from bench.load import drive_async
 from bench.server import Server, ensure_repository, serve
@@ -52,16 +50,10 @@ class Call:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def npy(x: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, x)
-    return buf.getvalue()
-
-
 def _npy_call(op: str, x: np.ndarray) -> Call:
     headers = {"Content-Type": "application/x-npy", "Accept": "application/x-npy"}
     params = {"op": op, **NPY_CASES[op]}
-    return Call(f"pool npy {op}", "POST", "/pool", 2, params, npy(x), headers=headers)
+    return Call(f"pool npy {op}", "POST", "/pool", 2, params, encode_npy(x), headers=headers)
 
 
 def _hostile_calls(x: np.ndarray, jpeg: bytes) -> list[Call]:
@@ -71,14 +63,14 @@ def _hostile_calls(x: np.ndarray, jpeg: bytes) -> list[Call]:
     max2 = {"op": "max", "kernel_size": "2"}
     bad = x.copy()
     bad[0, 0, 0, 0] = np.nan
-    lying = npy(x).replace(b"(2, 16, 32, 32)", b"(2, 16, 3200, 32)")
+    lying = encode_npy(x).replace(b"(2, 16, 32, 32)", b"(2, 16, 3200, 32)")
     cut = {"images": ("a.jpg", jpeg[: len(jpeg) // 2], "image/jpeg")}
     whole = {"images": ("a.jpg", jpeg, "image/jpeg")}
     return [
         Call("bad json", "POST", "/pool", 4, content=b"{", headers=as_json),
-        Call("unknown op", "POST", "/pool", 4, {"op": "nope"}, npy(x), headers=as_npy),
+        Call("unknown op", "POST", "/pool", 4, {"op": "nope"}, encode_npy(x), headers=as_npy),
         Call("lying npy header", "POST", "/pool", 4, max2, lying, headers=as_npy),
-        Call("non-finite", "POST", "/pool", 4, max2, npy(bad), headers=as_npy),
+        Call("non-finite", "POST", "/pool", 4, max2, encode_npy(bad), headers=as_npy),
         Call("wrong media type", "POST", "/pool", 4, content=b"x", headers=as_text),
         Call("truncated jpeg", "POST", "/descriptor", 4, {"model": SMALL}, files=cut),
         Call("unknown model", "POST", "/descriptor", 4, {"model": "nope"}, files=whole),
@@ -141,10 +133,7 @@ async def _run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small model only, 2,000 requests")
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
-    parser.add_argument("--providers", default="CPUExecutionProvider")
+    parser = served_parser(__doc__, "small model only, 2,000 requests")
     args = parser.parse_args(argv)
     models = [SMALL] if args.quick else [SMALL, DEFAULT]
     total = 2000 if args.quick else 10_000

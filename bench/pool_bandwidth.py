@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from app.codecs.tensor import encode_npy
 from bench.common import emit_table, median, time_call
 from bench.server import ensure_repository, serve, serve_echo
 from export.graph import build_pool_graph
@@ -51,16 +52,10 @@ def in_process_rows(x: np.ndarray, repeats: int) -> list[list[str]]:
     return [row(name, x.nbytes, median(time_call(fn, repeats))) for name, fn in cases.items()]
 
 
-def npy_bytes(x: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, x)
-    return buf.getvalue()
-
-
 def http_seconds(client: httpx.Client, x: np.ndarray, form: str, repeats: int) -> float:
     """Median round trip of /pool max 2x2 on ``x`` in the ``npy`` or ``json`` form."""
     if form == "npy":
-        body, params = npy_bytes(x), {"op": "max", "kernel_size": "2"}
+        body, params = encode_npy(x), {"op": "max", "kernel_size": "2"}
         headers = {"Content-Type": "application/x-npy", "Accept": "application/x-npy"}
     else:
         tensor = {"shape": list(x.shape), "dtype": "float32", "data": x.ravel().tolist()}
@@ -84,7 +79,7 @@ def http_seconds(client: httpx.Client, x: np.ndarray, form: str, repeats: int) -
 
 def echo_seconds(x: np.ndarray, repeats: int) -> float:
     """Median round trip of the same npy body through the bare echo app (the HTTP floor)."""
-    body = npy_bytes(x)
+    body = encode_npy(x)
     with serve_echo() as server, httpx.Client(base_url=server.url, timeout=600) as client:
         return median(time_call(lambda: client.post("/", content=body).content, repeats))
 

@@ -23,8 +23,7 @@ import onnx
 from onnxconverter_common import float16  # type: ignore[import-untyped]
 
 from export.errors import ExportError
-from export.parity import Reference, _random_inputs, run_checker
-from export.runtime import ORT_ERRORS, create_session
+from export.parity import Reference, paired_outputs, run_checker
 from export.versions import IR_VERSION
 
 FP16_SUFFIX = "_fp16"
@@ -87,18 +86,9 @@ def measure_fp16(
             non-finite values.
     """
     run_checker(model)
-    try:
-        session = create_session(model, providers)
-    except ORT_ERRORS as exc:
-        raise ExportError(f"onnxruntime cannot load the fp16 model: {exc}") from exc
     worst_abs, worst_cos = 0.0, 1.0
-    for shape in shapes:
-        feeds = _random_inputs(model, shape)
-        try:
-            actual = session.run(None, feeds)
-        except ORT_ERRORS as exc:
-            raise ExportError(f"onnxruntime failed at input shape {shape}: {exc}") from exc
-        for got, want in zip(actual, reference(*feeds.values()), strict=True):
+    for shape, actual, expected in paired_outputs(model, reference, shapes, providers):
+        for got, want in zip(actual, expected, strict=True):
             if got.shape != want.shape:
                 raise ExportError(f"input shape {shape}: fp16 shape {got.shape} != {want.shape}")
             if not np.all(np.isfinite(got)):

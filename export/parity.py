@@ -11,7 +11,7 @@ Any failure raises ``ExportError`` naming the check, the input and the measured 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,20 +59,31 @@ def check_artifact(
     run_checker(model)
     check_symbolic(model, dynamic_axes)
     check_shape_cover(shapes, traced_shape)
+    worst = 0.0
+    for shape, actual, expected in paired_outputs(model, reference, shapes, providers):
+        worst = max(worst, compare_outputs(actual, expected, tolerance, shape))
+    return ParityReport(tuple(tuple(s) for s in shapes), worst, tolerance)
+
+
+def paired_outputs(
+    model: onnx.ModelProto,
+    reference: Reference,
+    shapes: Sequence[tuple[int, ...]],
+    providers: Sequence[str],
+) -> Iterator[tuple[tuple[int, ...], list[np.ndarray], Sequence[np.ndarray]]]:
+    """(shape, onnxruntime outputs, torch outputs) for each input shape, on the same
+    seeded inputs; load and run failures become ``ExportError``."""
     try:
         session = create_session(model, providers)
     except ORT_ERRORS as exc:
         raise ExportError(f"onnxruntime cannot load the model: {exc}") from exc
-    worst = 0.0
     for shape in shapes:
         feeds = _random_inputs(model, shape)
         try:
-            actual = session.run(None, feeds)
+            actual = list(session.run(None, feeds))
         except ORT_ERRORS as exc:
             raise ExportError(f"onnxruntime failed at input shape {shape}: {exc}") from exc
-        expected = reference(*feeds.values())
-        worst = max(worst, compare_outputs(actual, expected, tolerance, shape))
-    return ParityReport(tuple(tuple(s) for s in shapes), worst, tolerance)
+        yield shape, actual, reference(*feeds.values())
 
 
 def run_checker(model: onnx.ModelProto) -> None:

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,55 +11,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.server import serve
+
 NPY = "application/x-npy"
-READY_TIMEOUT_S = 120.0
 X = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
 EXPECTED = X.reshape(1, 1, 2, 2, 2, 2).max(axis=(3, 5))  # 2x2 max pool, closed form
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"python -m app exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(f"/health/ready not 200 within {READY_TIMEOUT_S} s")
-
-
 @pytest.fixture(scope="module")
 def server(app_repository: Path) -> Iterator[httpx.Client]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "POOLSERVE_MODEL_REPOSITORY": str(app_repository),
-        "POOLSERVE_HOST": "127.0.0.1",
-        "POOLSERVE_PORT": str(port),
-        "POOLSERVE_PROVIDERS": '["CPUExecutionProvider"]',
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "app"], env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, proc)
-        with httpx.Client(base_url=base, timeout=30) as client:
-            yield client
-    finally:  # always stop the server, even when start-up failed
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """Every repository model, CPU; the server is stopped even when start-up fails."""
+    with (
+        serve(app_repository, []) as running,
+        httpx.Client(base_url=running.url, timeout=30) as client,
+    ):
+        yield client
 
 
 def _npy(arr: np.ndarray) -> bytes:
