@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
 
@@ -20,6 +21,7 @@ from export.graph import build_pool_graph
 from export.runtime import create_session, run
 from models.pooling import create_pool, get_pool_spec, list_pools, parse_params
 from models.pooling.fractional import FractionalMaxParams, fractional_max_pool
+from models.pooling.params import PoolParams
 
 CPU = ["CPUExecutionProvider"]
 RTOL, ATOL = 1e-4, 1e-5
@@ -113,41 +115,68 @@ def _mismatch(got: list[np.ndarray], want: list[np.ndarray]) -> str | None:
     return None
 
 
-def op_rows(op: str, x: np.ndarray, repeats: int) -> list[list[str]]:
-    if op not in CASES:
-        return [[op, "-", "not measured", "", "no case in bench/ops.py CASES"]]
+@dataclass(frozen=True)
+class Prepared:
+    """One op's case made concrete for an input ``x``."""
+
+    params: PoolParams
+    inputs: tuple[np.ndarray, ...]
+    weights: dict[str, np.ndarray] | None
+    torch_call: Callable[[], object]
+
+
+def prepare(op: str, x: np.ndarray) -> Prepared:
+    """The op's params, its inputs (``x`` first), its module's weights (learnable ops) and
+    the torch call on the same tensors, from ``CASES``."""
     case = CASES[op]
-    try:
-        kwargs = case.params(x.shape)
-        params = parse_params(op, **kwargs)
-        inputs = (x, *case.extra_inputs(x, np.random.default_rng(1)))
-        tensors = [torch.from_numpy(a) for a in inputs]
-        module = create_pool(op, **kwargs).eval()
-        weights = None
-        if get_pool_spec(op).learnable:
-            weights = {k: v.detach().numpy() for k, v in module.state_dict().items()}
-        if case.torch_fn is None:
-            torch_call: Callable[[], object] = lambda: module(*tensors)  # noqa: E731
-        else:
-            fn = case.torch_fn
-            torch_call = lambda: fn(params, *tensors)  # noqa: E731
-        with torch.inference_mode():
-            want = _as_list(torch_call())
-            torch_s = median(time_call(torch_call, repeats))
-    except Exception as exc:  # a bad case: say so in the table
-        return [[op, "-", "not measured", "", f"{type(exc).__name__}: {str(exc)[:60]}"]]
-    rows, kinds = [], set()
+    kwargs = case.params(x.shape)
+    params = parse_params(op, **kwargs)
+    inputs = (x, *case.extra_inputs(x, np.random.default_rng(1)))
+    tensors = [torch.from_numpy(a) for a in inputs]
+    module = create_pool(op, **kwargs).eval()
+    weights = None
+    if get_pool_spec(op).learnable:
+        weights = {k: v.detach().numpy() for k, v in module.state_dict().items()}
+    if case.torch_fn is None:
+        return Prepared(params, inputs, weights, lambda: module(*tensors))
+    fn = case.torch_fn
+    return Prepared(params, inputs, weights, lambda: fn(params, *tensors))
+
+
+def lowered_graphs(op: str, x: np.ndarray, prepared: Prepared) -> dict[str, onnx.ModelProto | str]:
+    """Each distinct lowering kind of ``op`` for ``x``'s size (standard first, then custom),
+    or why a preference built none."""
+    graphs: dict[str, onnx.ModelProto | str] = {}
     for prefer in ("standard", "custom"):
         try:
             hw = (x.shape[2], x.shape[3])
-            model = build_pool_graph(op, params, prefer=prefer, static_hw=hw, weights=weights)
+            model = build_pool_graph(
+                op, prepared.params, prefer=prefer, static_hw=hw, weights=prepared.weights
+            )
         except Exception as exc:
-            rows.append([op, prefer, "not measured", "", f"{str(exc)[:60]}"])
+            graphs[prefer] = str(exc)[:60]
             continue
         kind = {p.key: p.value for p in model.metadata_props}["poolserve.lowering"]
-        if kind in kinds:
+        graphs.setdefault(kind, model)
+    return graphs
+
+
+def op_rows(op: str, x: np.ndarray, repeats: int) -> list[list[str]]:
+    if op not in CASES:
+        return [[op, "-", "not measured", "", "no case in bench/ops.py CASES"]]
+    try:
+        prepared = prepare(op, x)
+        with torch.inference_mode():
+            want = _as_list(prepared.torch_call())
+            torch_s = median(time_call(prepared.torch_call, repeats))
+    except Exception as exc:  # a bad case: say so in the table
+        return [[op, "-", "not measured", "", f"{type(exc).__name__}: {str(exc)[:60]}"]]
+    inputs = prepared.inputs
+    rows = []
+    for kind, model in lowered_graphs(op, x, prepared).items():
+        if isinstance(model, str):
+            rows.append([op, kind, "not measured", "", model])
             continue
-        kinds.add(kind)
         session = create_session(model, CPU)
         problem = _mismatch(run(session, *inputs), want)
         if problem is not None:

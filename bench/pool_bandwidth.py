@@ -11,18 +11,22 @@ from __future__ import annotations
 import argparse
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 
 from app.codecs.tensor import encode_npy
+from app.inference.binding import run_session
 from bench.common import emit_table, median, time_call
 from bench.server import ensure_repository, serve, serve_echo
 from export.graph import build_pool_graph
-from export.runtime import create_session, run
+from export.runtime import CUDA, create_session, run
 from models.pooling import parse_params
 
 SERVER_MODELS = ["netvlad_poolformer_s12_224"]
@@ -39,9 +43,7 @@ def row(name: str, nbytes: int, seconds: float) -> list[str]:
 
 
 def in_process_rows(x: np.ndarray, repeats: int) -> list[list[str]]:
-    session = create_session(
-        build_pool_graph("max", parse_params("max", kernel_size=2)), ["CPUExecutionProvider"]
-    )
+    session = create_session(max_2x2(), ["CPUExecutionProvider"])
     target = np.empty_like(x)
     xt = torch.from_numpy(x)
     cases = {
@@ -49,6 +51,46 @@ def in_process_rows(x: np.ndarray, repeats: int) -> list[list[str]]:
         "onnxruntime in-process": lambda: run(session, x),
         "torch max_pool2d in-process": lambda: F.max_pool2d(xt, 2),
     }
+    return [row(name, x.nbytes, median(time_call(fn, repeats))) for name, fn in cases.items()]
+
+
+def max_2x2() -> onnx.ModelProto:
+    return build_pool_graph("max", parse_params("max", kernel_size=2))
+
+
+def gpu_rows(x: np.ndarray, repeats: int) -> list[list[str]]:
+    """The same op on the GPU: host arrays in and out (what /pool does), and device-resident
+    (the kernel alone), for onnxruntime CUDA and torch CUDA, beside the copy to the device."""
+    session = create_session(max_2x2(), [CUDA, "CPUExecutionProvider"])
+    if session.get_providers()[0] != CUDA or not torch.cuda.is_available():
+        return [["GPU rows", "-", "-", "not measured: no CUDA session or no torch CUDA"]]
+    on_device = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+    xd = torch.from_numpy(x).cuda()
+
+    def ort_resident() -> None:
+        binding = session.io_binding()
+        binding.bind_ortvalue_input("x", on_device)
+        binding.bind_output("y", "cuda", 0)
+        session.run_with_iobinding(binding)
+
+    def synced(fn: Callable[[], object]) -> Callable[[], None]:
+        def call() -> None:
+            fn()
+            torch.cuda.synchronize()
+
+        return call
+
+    cases: dict[str, Callable[[], object]] = {
+        "host -> device copy (torch, pageable)": synced(lambda: torch.from_numpy(x).cuda()),
+        "onnxruntime CUDA, I/O binding, host in/out": lambda: run_session(session, {"x": x}, True),
+        "onnxruntime CUDA, plain run, host in/out": lambda: run_session(session, {"x": x}, False),
+        "onnxruntime CUDA, device-resident": ort_resident,
+        "torch CUDA, host in/out": lambda: F.max_pool2d(torch.from_numpy(x).cuda(), 2).cpu(),
+        "torch CUDA, device-resident": synced(lambda: F.max_pool2d(xd, 2)),
+    }
+    (want,) = run_session(session, {"x": x}, True)
+    if not np.array_equal(want, F.max_pool2d(torch.from_numpy(x), 2).numpy()):
+        raise RuntimeError("onnxruntime CUDA max 2x2 differs from torch's CPU max_pool2d")
     return [row(name, x.nbytes, median(time_call(fn, repeats))) for name, fn in cases.items()]
 
 
@@ -105,10 +147,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="16 MB, 3 repeats (smoke only)")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--gpu", action="store_true", help="add the CUDA rows")
+    parser.add_argument("--no-http", action="store_true", help="in-process rows only")
     args = parser.parse_args(argv)
     megabytes, repeats = (16, 3) if args.quick else (64, 20)
     big, small = feature_map(megabytes), feature_map(4)
-    rows = in_process_rows(big, repeats) + http_rows(args.repository, big, small, repeats)
+    rows = in_process_rows(big, repeats)
+    if args.gpu:
+        rows += gpu_rows(big, repeats)
+    if not args.no_http:
+        rows += http_rows(args.repository, big, small, repeats)
     emit_table(
         f"/pool max 2x2, {megabytes} MB and 4 MB float32",
         ["path", "MB in", "median ms", "GB/s of input"],

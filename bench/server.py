@@ -49,6 +49,8 @@ def rss_mib(pid: int) -> float:
 class Server:
     url: str
     pid: int
+    startup_s: float = 0.0
+    """From the process start to /health/ready answering 200 (load and warm-up)."""
 
     def rss_mib(self) -> float:
         return rss_mib(self.pid)
@@ -99,8 +101,9 @@ def serve(repository: Path, models: Sequence[str], **settings: object) -> Iterat
         **{f"POOLSERVE_{k.upper()}": str(v) for k, v in settings.items()},
     }
     url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
     with _process([sys.executable, "-m", "app"], env, f"{url}/health/ready") as pid:
-        yield Server(url, pid)
+        yield Server(url, pid, time.perf_counter() - started)
 
 
 @contextmanager

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
-from export.versions import CUSTOM_DOMAIN
+from export.versions import CUSTOM_DOMAIN, IR_VERSION, OPSET
 
 CUDA = "CUDAExecutionProvider"
 DEFAULT_PROVIDERS = (CUDA, "CPUExecutionProvider")
@@ -109,3 +110,24 @@ def run(session: ort.InferenceSession, *arrays: np.ndarray) -> list[np.ndarray]:
     """Run ``session`` on positional inputs (in graph-input order); returns every output."""
     names = [value.name for value in session.get_inputs()]
     return list(session.run(None, dict(zip(names, arrays, strict=True))))
+
+
+def _relu_model() -> onnx.ModelProto:
+    """The smallest graph with a CUDA kernel: y = relu(x), x float32 (N,)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    return model
+
+
+def cuda_session_works(device_id: int = 0) -> bool:
+    """Whether a session here really runs on the CUDA EP. onnxruntime-gpu lists the provider
+    on every host, GPU or not, and falls back to CPU when it cannot load; only the providers
+    a real session got tell."""
+    if CUDA not in ort.get_available_providers():
+        return False
+    options = {CUDA: cuda_provider_options(device_id)}
+    session = create_session(_relu_model(), DEFAULT_PROVIDERS, provider_options=options)
+    return bool(session.get_providers()[0] == CUDA)

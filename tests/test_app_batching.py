@@ -113,3 +113,20 @@ def test_a_full_batch_queue_answers_503_with_retry_after(make_client) -> None:
         headers={"content-type": "image/png"},
     )  # fmt: skip
     assert ok.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("active", "settings", "expected"),
+    [
+        # cuDNN searches conv algorithms per input shape: every batch size is warmed
+        (["CUDAExecutionProvider", "CPUExecutionProvider"], {}, [1, 2, 3, 4, 5, 6, 7, 8]),
+        (["CPUExecutionProvider"], {}, [1, 8]),  # the largest sizes the CPU arena
+        (["CUDAExecutionProvider"], {"batching": False}, [1]),
+        (["CPUExecutionProvider"], {"max_batch_size": 1}, [1]),
+    ],
+)
+def test_warmup_covers_the_batches_the_batcher_forms(active, settings, expected) -> None:
+    from app.core.config import Settings
+    from app.inference.sessions import warmup_batches
+
+    assert warmup_batches(active, Settings(**settings)) == expected

@@ -223,11 +223,13 @@ def test_tampered_model_refuses_start_up(repository_copy, make_client) -> None:
         make_client(repository_copy)
 
 
+@pytest.mark.no_cuda
 def test_require_cuda_fails_start_up_without_a_gpu(make_client) -> None:
     with pytest.raises(StartupError, match="REQUIRE_CUDA"):
         make_client(require_cuda=True, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
 
 
+@pytest.mark.no_cuda
 def test_cuda_fallback_is_a_loud_warning(make_client, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="poolserve"):
         client = make_client(
@@ -239,6 +241,28 @@ def test_cuda_fallback_is_a_loud_warning(make_client, caplog) -> None:
     assert client.get("/health/ready").json()["providers"]["netvlad_head"] == [
         "CPUExecutionProvider"
     ]
+
+
+@pytest.mark.gpu
+def test_require_cuda_serves_on_the_gpu(make_client, torch_descriptor) -> None:
+    client = make_client(
+        require_cuda=True, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    ready = client.get("/health/ready").json()["providers"]
+    assert all(active[0] == "CUDAExecutionProvider" for active in ready.values()), ready
+    image = _image(300, 200, 3)
+    reply = client.post("/descriptor", content=_png(image), headers={"content-type": "image/png"})
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-poolserve-provider"] == "CUDAExecutionProvider"
+    got, want = np.asarray(reply.json()["descriptors"][0]), torch_descriptor(image)
+    # TF32 convolutions on the GPU: a looser bound than CPU's (docs/throughput.md)
+    assert float(got @ want) / float(np.linalg.norm(got) * np.linalg.norm(want)) > 0.9999
+    x = np.random.default_rng(4).random((1, 2, 6, 8), dtype=np.float32)
+    body = {"op": "max", "params": {"kernel_size": 2},
+            "tensor": {"shape": list(x.shape), "data": x.ravel().tolist()}}  # fmt: skip
+    pooled = client.post("/pool", json=body).json()["tensor"]
+    want_pool = x.reshape(1, 2, 3, 2, 4, 2).max(axis=(3, 5))
+    np.testing.assert_array_equal(np.reshape(pooled["data"], pooled["shape"]), want_pool)
 
 
 def test_openapi_documents_bodies_and_errors(app_client) -> None:

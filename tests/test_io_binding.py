@@ -1,5 +1,5 @@
 """I/O binding: the bound run returns exactly what ``session.run`` does, and only CUDA
-sessions take that path."""
+sessions take that path (on a GPU host, the bound CUDA run is checked too)."""
 
 from __future__ import annotations
 
@@ -45,3 +45,16 @@ def test_run_session_on_cpu_is_a_plain_run() -> None:
     x = np.ones((1, 1, 4, 4), dtype=np.float32)
     (out,) = run_session(session, {"x": x}, io_binding=True)
     np.testing.assert_array_equal(out, np.ones((1, 1, 2, 2), dtype=np.float32))
+
+
+@pytest.mark.gpu
+def test_bound_cuda_run_equals_the_closed_form() -> None:
+    cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    session = create_session(build_pool_graph("max", parse_params("max", kernel_size=2)), cuda)
+    assert binds(session, io_binding=True)
+    x = np.random.default_rng(1).random((2, 3, 8, 10), dtype=np.float32)
+    (bound,) = run_session(session, {"x": x}, io_binding=True)
+    (plain,) = run_session(session, {"x": x}, io_binding=False)
+    want = x.reshape(2, 3, 4, 2, 5, 2).max(axis=(3, 5))
+    np.testing.assert_array_equal(bound, want)
+    np.testing.assert_array_equal(plain, want)

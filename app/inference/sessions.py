@@ -8,6 +8,7 @@ or a start-up failure with ``require_cuda``.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,10 +100,12 @@ def open_session(
     return session, active
 
 
-def warmup_feeds(loaded: LoadedModel, batch: int = 1) -> dict[str, np.ndarray]:
-    """Zeros of a valid shape for each input: what the model will really be fed."""
-    entry = loaded.entry
-    feeds = {}
+def input_shapes(
+    entry: ModelEntry, preprocess: Preprocessor | None, batch: int = 1
+) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+    """A valid (shape, dtype) per input: symbolic batch -> ``batch``, symbolic spatial dims
+    -> ``WARMUP_SPATIAL`` (or min_hw), an image model's pixels -> its size for a 224 image."""
+    shapes = {}
     for spec in entry.inputs:
         dims = []
         for i, d in enumerate(spec.shape):
@@ -112,11 +115,17 @@ def warmup_feeds(loaded: LoadedModel, batch: int = 1) -> dict[str, np.ndarray]:
                 dims.append(batch)
             else:
                 dims.append(max(entry.min_hw or 1, WARMUP_SPATIAL))
-        if loaded.preprocess is not None and len(dims) == 4:
+        if preprocess is not None and len(dims) == 4:
             side = max(entry.min_hw or 1, 224)
-            dims[2:] = loaded.preprocess.output_hw(side, side)
-        feeds[spec.name] = np.zeros(dims, dtype=np.dtype(spec.dtype))
-    return feeds
+            dims[2:] = preprocess.output_hw(side, side)
+        shapes[spec.name] = (tuple(dims), np.dtype(spec.dtype))
+    return shapes
+
+
+def warmup_feeds(loaded: LoadedModel, batch: int = 1) -> dict[str, np.ndarray]:
+    """Zeros of a valid shape for each input: what the model will really be fed."""
+    shapes = input_shapes(loaded.entry, loaded.preprocess, batch)
+    return {name: np.zeros(shape, dtype) for name, (shape, dtype) in shapes.items()}
 
 
 def load_model(root: Path, name: str, entry: ModelEntry, settings: Settings) -> LoadedModel:
@@ -124,13 +133,29 @@ def load_model(root: Path, name: str, entry: ModelEntry, settings: Settings) -> 
     policy = (entry.cfg or {}).get("preprocess")
     preprocess = Preprocessor.from_dict(policy) if policy is not None else None
     loaded = LoadedModel(name, entry, session, tuple(active), preprocess)
-    session.run(None, warmup_feeds(loaded))
-    if preprocess is not None and settings.batching and settings.max_batch_size > 1:
-        # the largest batch the batcher forms: its memory (arena) and, on CUDA, its conv
-        # algorithm search are paid before ready, not by the first full batch
-        session.run(None, warmup_feeds(loaded, settings.max_batch_size))
-    log.info("%s: loaded on %s and warmed up", name, active)
+    start = time.perf_counter()
+    batches = warmup_batches(active, settings) if preprocess is not None else [1]
+    for batch in batches:
+        session.run(None, warmup_feeds(loaded, batch))
+    log.info(
+        "%s: loaded on %s, warmed up at batch sizes %s in %.1f s",
+        name, active, _span(batches), time.perf_counter() - start,
+    )  # fmt: skip
     return loaded
+
+
+def warmup_batches(active: list[str], settings: Settings) -> list[int]:
+    """Batch sizes an image model runs before ready: 1, and what the batcher forms. On CUDA
+    that is every size up to ``max_batch_size``, since cuDNN searches its convolution
+    algorithms per input shape; elsewhere the largest, which sizes the memory arena."""
+    top = settings.max_batch_size if settings.batching else 1
+    if active and active[0] == CUDA:
+        return list(range(1, top + 1))
+    return sorted({1, top})
+
+
+def _span(sizes: list[int]) -> str:
+    return f"{sizes[0]}..{sizes[-1]}" if len(sizes) > 2 else ",".join(map(str, sizes))
 
 
 def load_repository(settings: Settings) -> tuple[Manifest, dict[str, LoadedModel]]:
