@@ -69,7 +69,9 @@ RUN python -m venv /opt/venv \
 
 COPY pyproject.toml README.md ./
 COPY models ./models
-COPY export ./export
+# export's torch-free half only (export.runtime): the exporter beside it needs torch.
+COPY export/__init__.py ./export/
+COPY export/runtime ./export/runtime
 COPY app ./app
 COPY scripts ./scripts
 # The base dependencies only: no torch (it is in the `export` extra). check_runtime.py proves

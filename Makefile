@@ -10,7 +10,7 @@ GPU := $(shell nvidia-smi -L 2>/dev/null | head -n 1)
 # Typed packages; app/, bench/ and examples/ join when they exist.
 TYPED := models export tests scripts $(wildcard app bench examples)
 
-.PHONY: install test lint typecheck unit export serve smoke docker-check bench bench-quick clean
+.PHONY: install test lint typecheck contracts unit export serve smoke docker-check bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy $(TYPED)
 
+# The import layers (pyproject's [tool.importlinter]): no torch in app or export.runtime.
+contracts: $(STAMP)
+	$(BIN)/lint-imports
+
 unit: $(STAMP)
 	$(BIN)/pytest
 
-test: lint typecheck unit
+test: lint typecheck contracts unit
 
 # The default models into model_repository/, unless a verified manifest already has them.
 # POOLSERVE_EXPORT_MODELS / POOLSERVE_EXPORT_WEIGHTS choose models and checkpoints.

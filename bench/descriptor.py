@@ -30,8 +30,8 @@ from app.inference.binding import run_session
 from bench.common import emit_table, served_parser
 from bench.load import LoadResult, drive_async, drive_threads
 from bench.server import ensure_repository, serve
-from export.manifest import load_manifest, model_path
-from export.runtime import create_session
+from export.runtime.manifest import load_manifest, model_path
+from export.runtime.sessions import create_session
 from models.zoo import build_model
 
 Describe = Callable[[bytes], np.ndarray]

@@ -23,8 +23,8 @@ from app.codecs.preprocess import Preprocessor
 from app.inference.binding import run_session
 from bench.common import emit_table, median, time_call
 from export.fp16 import fp16_name
-from export.manifest import load_manifest, model_path
-from export.runtime import CUDA, cuda_provider_options
+from export.runtime.manifest import load_manifest, model_path
+from export.runtime.sessions import CUDA, cuda_provider_options
 from models.zoo import build_model
 
 TENSORRT = "TensorrtExecutionProvider"

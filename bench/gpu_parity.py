@@ -27,8 +27,8 @@ from app.inference.sessions import input_shapes
 from bench.common import emit_table
 from bench.ops import CASES, lowered_graphs, prepare
 from export.fp16 import FP16_SUFFIX, MAX_ABS_ERROR, MIN_COSINE
-from export.manifest import ModelEntry, load_manifest, model_path
-from export.runtime import CUDA, create_session, cuda_provider_options
+from export.runtime.manifest import ModelEntry, load_manifest, model_path
+from export.runtime.sessions import CUDA, create_session, cuda_provider_options
 from models.pooling import list_pools
 
 CPU = ["CPUExecutionProvider"]

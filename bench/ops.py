@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import emit_table, median, time_call
-from export.graph import build_pool_graph
-from export.runtime import create_session, run
+from export.runtime.graph import build_pool_graph
+from export.runtime.sessions import create_session, run
 from models.pooling import create_pool, get_pool_spec, list_pools, parse_params
 from models.pooling.fractional import FractionalMaxParams, fractional_max_pool
 from models.pooling.params import PoolParams

@@ -25,8 +25,8 @@ from app.codecs.tensor import encode_npy
 from app.inference.binding import run_session
 from bench.common import emit_table, median, time_call
 from bench.server import ensure_repository, serve, serve_echo
-from export.graph import build_pool_graph
-from export.runtime import CUDA, create_session, run
+from export.runtime.graph import build_pool_graph
+from export.runtime.sessions import CUDA, create_session, run
 from models.pooling import parse_params
 
 SERVER_MODELS = ["netvlad_poolformer_s12_224"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from export.manifest import load_manifest
+from export.runtime.manifest import load_manifest
 
 READY_TIMEOUT_S = 300.0
 

@@ -17,9 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from export.errors import ExportError
 from export.fp16 import fp16_name
-from export.manifest import ManifestError, verify_repository
 from export.repository import (
     DEFAULT_MODELS,
     POOL_OP_MODELS,
@@ -27,6 +25,8 @@ from export.repository import (
     available_models,
     export_repository,
 )
+from export.runtime.errors import ExportError
+from export.runtime.manifest import ManifestError, verify_repository
 
 EXIT_OK, EXIT_GATE, EXIT_USAGE = 0, 1, 2
 

@@ -22,9 +22,9 @@ import numpy as np
 import onnx
 from onnxconverter_common import float16  # type: ignore[import-untyped]
 
-from export.errors import ExportError
 from export.parity import Reference, paired_outputs, run_checker
-from export.versions import IR_VERSION
+from export.runtime.errors import ExportError
+from export.runtime.versions import IR_VERSION
 
 FP16_SUFFIX = "_fp16"
 MIN_COSINE = 0.9999

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-import export.lowerings  # noqa: F401  (registers the lowerings)
-from export.graph import build_pool_graph
-from export.lowering import Lowering, lowered_ops, lowerings_for
+import export.runtime.lowerings  # noqa: F401  (registers the lowerings)
 from export.parity import compare_outputs
-from export.runtime import create_session, run
+from export.runtime.graph import build_pool_graph
+from export.runtime.lowering import Lowering, lowered_ops, lowerings_for
+from export.runtime.sessions import create_session, run
 from models.pooling import create_pool, get_pool_spec, list_pools, parse_params
 
 CPU = ("CPUExecutionProvider",)
@@ -129,7 +129,7 @@ def render(table: dict[str, list[Cell]]) -> str:
         "fp32, measured when the file was generated); ops that need weights, a second input or a",
         "fixed H/W name the test that measures them. *tolerance* is what the parity gate and the",
         "tests allow. Standard kinds (`native`, `decomposition`) run on every execution provider;",
-        "`custom` nodes (`ai.onnx.contrib`) need `export.runtime`'s kernels.",
+        "`custom` nodes (`ai.onnx.contrib`) need `export.runtime.sessions`'s kernels.",
         "",
         "| op | lowering | emits | params | max error | tolerance | dynamic dims |",
         "|---|---|---|---|---|---|---|",

@@ -18,8 +18,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from export.errors import ExportError
-from export.runtime import ORT_ERRORS, create_session
+from export.runtime.errors import ExportError
+from export.runtime.sessions import ORT_ERRORS, create_session
 
 Reference = Callable[..., Sequence[np.ndarray]]
 """Runs the torch original on NumPy inputs (in graph-input order) and returns its outputs."""

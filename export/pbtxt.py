@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from export.manifest import TensorSpec
+from export.runtime.manifest import TensorSpec
 
 PLATFORM = "onnxruntime_onnx"
 

@@ -31,10 +31,12 @@ import torch
 from onnx import helper
 from torch import nn
 
-from export.errors import ExportError
 from export.fp16 import MAX_ABS_ERROR, MIN_COSINE, check_fp16, fp16_name, to_fp16
-from export.lowering import Prefer
-from export.manifest import (
+from export.parity import check_artifact
+from export.pbtxt import config_pbtxt
+from export.runtime.errors import ExportError
+from export.runtime.lowering import Prefer
+from export.runtime.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     LoweringRecord,
@@ -44,10 +46,8 @@ from export.manifest import (
     TensorSpec,
     sha256_of,
 )
-from export.parity import check_artifact
-from export.pbtxt import config_pbtxt
+from export.runtime.versions import IR_VERSION, OPSET
 from export.torch_export import export_module, torch_reference
-from export.versions import IR_VERSION, OPSET
 from models.pooling.netvlad import NetVLAD
 from models.pooling.nonlocal_pool import NonLocalParams, NonLocalPool
 from models.zoo import BuiltModel, ModelCfg, build_model, list_models
@@ -384,7 +384,7 @@ def write_model(out: Path, name: str, model: onnx.ModelProto, entry: ModelEntry)
 def producer() -> dict[str, str]:
     names = {"poolserve": "poolserve", "torch": "torch", "onnx": "onnx"}
     versions = {key: importlib.metadata.version(dist) for key, dist in names.items()}
-    import onnxruntime  # only for its version; sessions come from export.runtime
+    import onnxruntime  # only for its version; sessions come from export.runtime.sessions
 
     versions["onnxruntime"] = str(onnxruntime.__version__)
     return versions

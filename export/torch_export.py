@@ -30,12 +30,12 @@ from onnx_ir.passes.common import InlinePass
 from onnxscript.values import Op, Opset
 from torch import Tensor, nn
 
-import export.lowerings  # noqa: F401  (registers the lowerings)
-from export.errors import LoweringError
-from export.graph import DTYPES, build_pool_function
-from export.lowering import Prefer, select_lowering
-from export.shape_rules import output_shape
-from export.versions import CUSTOM_DOMAIN, IR_VERSION, OPSET
+import export.runtime.lowerings  # noqa: F401  (registers the lowerings)
+from export.runtime.errors import LoweringError
+from export.runtime.graph import DTYPES, build_pool_function
+from export.runtime.lowering import Prefer, select_lowering
+from export.runtime.shape_rules import output_shape
+from export.runtime.versions import CUSTOM_DOMAIN, IR_VERSION, OPSET
 from models.pooling import get_pool_spec, list_pools, parse_params
 from models.pooling.params import PoolParams
 

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from models.descriptor import DescriptorNet
 from models.pooling.netvlad import NetVLAD
+from models.transforms import image_to_tensor
 from models.weights import backbone_state_dict, load_strict, read_checkpoint, save_checkpoint
 from models.zoo import InputPolicy, build_model, get_model_cfg, resize_descriptor
 
@@ -117,7 +118,7 @@ def list_images(folder: str | Path) -> list[Path]:
 def _load_image(path: Path, policy: InputPolicy) -> Tensor:
     try:
         with Image.open(path) as image:
-            return policy.to_tensor(image)[None]
+            return image_to_tensor(policy, image)[None]
     except (UnidentifiedImageError, OSError) as exc:
         raise ClusterInitError(f"{path}: cannot read image ({exc})") from None
 

@@ -1,19 +1,15 @@
 """How an image becomes a model's input: ``InputPolicy``, shared by the exporter and the service.
 
 Torch-free, so the service (``app.codecs.preprocess``) reads the manifest's policy into the
-very same class; only ``InputPolicy.to_tensor``, the exporter's reference, imports torch.
+very same class; the exporter's torch reference for steps 3-4 is ``models.transforms``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-import numpy as np
 from PIL import Image
-
-if TYPE_CHECKING:
-    import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -74,8 +70,8 @@ class InputPolicy:
             return s, int(s * height / width)
         return int(s * width / height), s
 
-    def to_tensor(self, image: Image.Image) -> torch.Tensor:
-        """Apply steps 1-4 to a Pillow image; returns a float32 (3, H, W) tensor."""
+    def geometry(self, image: Image.Image) -> Image.Image:
+        """Steps 1-2 on a Pillow image: RGB, resized, centre-cropped."""
         image = image.convert("RGB")
         new_size = self.resized_size(*image.size)
         if new_size != image.size:
@@ -85,11 +81,4 @@ class InputPolicy:
             left = int(round((image.width - cw) / 2.0))
             top = int(round((image.height - ch) / 2.0))
             image = image.crop((left, top, left + cw, top + ch))
-        import torch  # here, not at the top: the service imports this module without torch
-
-        x = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1)
-        if self.value_range == "0-1":
-            x = x / 255.0
-        mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
-        std = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
-        return (x - mean) / std
+        return image

@@ -46,7 +46,7 @@ export LD_LIBRARY_PATH="${nvidia_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 "$python" - <<'EOF' 2>&1 | tee -a "$out/providers.txt"
 import sys
 import onnxruntime as ort
-from export.runtime import CUDA, cuda_session_works
+from export.runtime.sessions import CUDA, cuda_session_works
 print(f"python {sys.version.split()[0]}, onnxruntime {ort.__version__} at {ort.__file__}")
 print("available providers:", ort.get_available_providers())
 if not cuda_session_works():

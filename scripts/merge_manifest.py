@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from export.manifest import MANIFEST_NAME, load_manifest, verify_repository
+from export.runtime.manifest import MANIFEST_NAME, load_manifest, verify_repository
 
 
 def merge(into: Path, source: Path) -> list[str]:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from export.runtime import cuda_session_works
+from export.runtime.sessions import cuda_session_works
 
 torch.use_deterministic_algorithms(True, warn_only=True)
 

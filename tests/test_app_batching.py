@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from models.transforms import image_to_tensor
 from tests.app_fixtures import SMOKE_MODEL
 
 NPY = "application/x-npy"
@@ -55,7 +56,9 @@ def torch_rows():
     def describe(png: bytes) -> np.ndarray:
         image = Image.open(io.BytesIO(png)).convert("RGB")
         with torch.no_grad():
-            return np.asarray(built.module(built.cfg.preprocess.to_tensor(image)[None]).numpy())
+            return np.asarray(
+                built.module(image_to_tensor(built.cfg.preprocess, image)[None]).numpy()
+            )
 
     return describe
 

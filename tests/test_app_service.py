@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from app.inference.sessions import StartupError
+from models.transforms import image_to_tensor
 from tests.app_fixtures import SMOKE_MODEL, AppClient, app_settings
 
 NPY = "application/x-npy"
@@ -38,7 +39,7 @@ def torch_descriptor():
 
     def describe(image: Image.Image) -> np.ndarray:
         with torch.no_grad():
-            out = built.module(built.cfg.preprocess.to_tensor(image)[None])
+            out = built.module(image_to_tensor(built.cfg.preprocess, image)[None])
         return np.asarray(out.numpy()[0])
 
     return describe

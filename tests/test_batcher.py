@@ -14,8 +14,8 @@ from app.inference.batcher import (
     DynamicBatcher,
     QueueFullError,
 )
-from export.graph import build_pool_graph
-from export.runtime import create_session, run
+from export.runtime.graph import build_pool_graph
+from export.runtime.sessions import create_session, run
 from models.pooling import parse_params
 
 CPU = ["CPUExecutionProvider"]

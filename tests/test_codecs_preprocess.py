@@ -1,4 +1,4 @@
-"""app.codecs.preprocess against the torch reference, models.zoo.InputPolicy.to_tensor.
+"""app.codecs.preprocess against the torch reference, models.transforms.image_to_tensor.
 
 The NumPy twin performs the same Pillow calls and the same float32 operations in the same
 order, so the tolerance is zero: every test asserts bit-identical results.
@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from app.codecs.preprocess import Preprocessor
+from models.transforms import image_to_tensor
 from models.zoo import InputPolicy, get_model_cfg, list_models
 
 CAFFE_MEAN = (123.68, 116.779, 103.939)
@@ -29,7 +30,7 @@ def image(width: int, height: int, seed: int = 0) -> Image.Image:
 
 
 def assert_same_as_torch(policy: InputPolicy, img: Image.Image) -> None:
-    expected = policy.to_tensor(img).numpy()
+    expected = image_to_tensor(policy, img).numpy()
     pre = Preprocessor.from_dict(manifest_dict(policy))
     got = pre(img)
     assert got.dtype == np.float32

@@ -12,6 +12,7 @@ from PIL import Image
 
 from models.descriptor import DescriptorNet
 from models.pooling import PoolError, PoolInputError, PoolParamError
+from models.transforms import image_to_tensor
 from models.zoo import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -256,7 +257,7 @@ def gradient_image(width: int, height: int) -> Image.Image:
 
 def test_classifier_policy_is_shorter_side_then_centre_crop() -> None:
     image = gradient_image(300, 200)
-    out = get_model_cfg("poolformer_s12").preprocess.to_tensor(image)
+    out = image_to_tensor(get_model_cfg("poolformer_s12").preprocess, image)
     # By hand: 300x200 -> shorter side 248 -> 372x248 (bicubic) -> crop 224 at (74, 12).
     resized = image.resize((372, 248), Image.Resampling.BICUBIC).crop((74, 12, 298, 236))
     ref = np.asarray(resized, dtype=np.float32) / 255.0
@@ -267,9 +268,9 @@ def test_classifier_policy_is_shorter_side_then_centre_crop() -> None:
 
 def test_exact_and_keep_policies() -> None:
     image = gradient_image(100, 60)
-    exact = get_model_cfg("netvlad_vgg16_wpca4096").preprocess.to_tensor(image)
+    exact = image_to_tensor(get_model_cfg("netvlad_vgg16_wpca4096").preprocess, image)
     assert exact.shape == (3, 480, 640)
-    kept = get_model_cfg("netvlad_vgg16").preprocess.to_tensor(image)
+    kept = image_to_tensor(get_model_cfg("netvlad_vgg16").preprocess, image)
     assert kept.shape == (3, 60, 100)
     # Pixel (row 10, col 50): R = 50 * 255 // 100 = 127, G = 10 * 255 // 60 = 42, B = 60.
     expected = (
@@ -280,7 +281,7 @@ def test_exact_and_keep_policies() -> None:
 
 def test_0_255_policy_subtracts_the_mean_pixel() -> None:
     policy = InputPolicy(value_range="0-255", mean=(123.68, 116.779, 103.939), std=(1.0, 1.0, 1.0))
-    out = policy.to_tensor(Image.new("RGB", (4, 4), (200, 100, 0)))
+    out = image_to_tensor(policy, Image.new("RGB", (4, 4), (200, 100, 0)))
     torch.testing.assert_close(out[:, 0, 0], torch.tensor([200 - 123.68, 100 - 116.779, -103.939]))
 
 

@@ -1,6 +1,6 @@
 """/descriptor's batch assembly: images decoded straight into model batches, rows back in
 request order, with and without JPEG draft decoding. The reference for every pixel is the
-library's torch ``InputPolicy.to_tensor`` on a Pillow full decode."""
+library's torch ``models.transforms.image_to_tensor`` on a Pillow full decode."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from app.codecs.image import decode_image
 from app.codecs.preprocess import Preprocessor
 from app.core.config import Settings
 from models.input_policy import InputPolicy
+from models.transforms import image_to_tensor
 
 MAX_PIXELS = 40_000_000
 
@@ -41,7 +42,7 @@ def loaded_model(policy: InputPolicy) -> Any:
 
 
 def reference(policy: InputPolicy, blob: bytes) -> np.ndarray:
-    return policy.to_tensor(Image.open(io.BytesIO(blob))).numpy()
+    return image_to_tensor(policy, Image.open(io.BytesIO(blob))).numpy()
 
 
 def test_fixed_size_model_gets_one_batch_equal_to_the_reference() -> None:

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import models.pooling.median  # noqa: F401  (registers the op)
-from export.errors import LoweringError
-from export.graph import build_pool_graph
-from export.lowering import select_lowering
-from export.runtime import create_session, run, uses_custom_ops
-from export.versions import CUSTOM_DOMAIN, IR_VERSION, OPSET
+from export.runtime.errors import LoweringError
+from export.runtime.graph import build_pool_graph
+from export.runtime.lowering import select_lowering
+from export.runtime.sessions import create_session, run, uses_custom_ops
+from export.runtime.versions import CUSTOM_DOMAIN, IR_VERSION, OPSET
 from models.pooling import create_pool, parse_params
 
 CPU = ["CPUExecutionProvider"]
@@ -23,8 +23,8 @@ TORCH_FREE = """
 import sys, types
 sys.modules["torch"] = None  # any `import torch` now raises ImportError
 import numpy as np
-from export.graph import build_pool_graph
-from export.runtime import create_session, run
+from export.runtime.graph import build_pool_graph
+from export.runtime.sessions import create_session, run
 params = types.SimpleNamespace(
     kernel_size=(3, 3), stride=(1, 1), strides=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1),
     ceil_mode=False, padding_mode="reflect",

@@ -21,9 +21,9 @@ import models.pooling.pyramid  # noqa: F401
 import models.pooling.softpool  # noqa: F401
 import models.pooling.stochastic  # noqa: F401
 import models.pooling.token_mixer  # noqa: F401
-from export.graph import build_pool_graph
-from export.lowering import STANDARD_KINDS, Kind, lowered_ops, lowerings_for
-from export.runtime import create_session, run
+from export.runtime.graph import build_pool_graph
+from export.runtime.lowering import STANDARD_KINDS, Kind, lowered_ops, lowerings_for
+from export.runtime.sessions import create_session, run
 from models.pooling import PoolError, create_pool, list_pools, parse_params
 from tests.test_export_lowerings_learnable import COVERED as LEARNABLE
 from tests.test_export_lowerings_more import COVERED as MULTI_INPUT

@@ -14,10 +14,10 @@ from nonlocalpooling.pool import NonLocalPool2d
 
 import models.pooling.netvlad  # noqa: F401  (each import registers its op)
 import models.pooling.nonlocal_pool  # noqa: F401
-from export.errors import LoweringError
-from export.graph import build_pool_graph
-from export.lowering import lowerings_for
-from export.runtime import create_session, run
+from export.runtime.errors import LoweringError
+from export.runtime.graph import build_pool_graph
+from export.runtime.lowering import lowerings_for
+from export.runtime.sessions import create_session, run
 from models.pooling import create_pool, parse_params
 from models.pooling.netvlad import NetVLAD
 
@@ -223,7 +223,7 @@ def test_static_hw_must_agree_with_nonlocal_in_size() -> None:
 
 
 def test_a_wrong_input_size_is_refused_by_onnxruntime_before_running() -> None:
-    from export.runtime import ORT_ERRORS
+    from export.runtime.sessions import ORT_ERRORS
 
     ref = nonlocal_reference((8, 8), 2)
     params = parse_params("nonlocal", in_size=(8, 8), in_channels=2)

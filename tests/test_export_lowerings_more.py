@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 import models.pooling.bilinear  # noqa: F401  (each import registers its ops)
 import models.pooling.unpool  # noqa: F401
-from export.graph import build_pool_graph
-from export.lowering import lowerings_for
-from export.runtime import create_session, run
+from export.runtime.graph import build_pool_graph
+from export.runtime.lowering import lowerings_for
+from export.runtime.sessions import create_session, run
 from models.pooling import PoolError, create_pool, parse_params
 
 CPU = ["CPUExecutionProvider"]

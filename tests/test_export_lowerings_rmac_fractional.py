@@ -18,10 +18,10 @@ import torch.nn.functional as F
 
 import models.pooling.fractional  # noqa: F401  (each import registers its op)
 import models.pooling.rmac  # noqa: F401
-from export.errors import LoweringError
-from export.graph import build_pool_function, build_pool_graph
-from export.lowering import Kind, lowerings_for, select_lowering
-from export.runtime import ORT_ERRORS, create_session, run
+from export.runtime.errors import LoweringError
+from export.runtime.graph import build_pool_function, build_pool_graph
+from export.runtime.lowering import Kind, lowerings_for, select_lowering
+from export.runtime.sessions import ORT_ERRORS, create_session, run
 from models.pooling import create_pool, parse_params
 from models.pooling.fractional import FractionalMaxParams, fractional_max_pool
 from tests.test_rmac import reference_regions
@@ -257,8 +257,8 @@ TORCH_FREE = """
 import sys
 sys.modules["torch"] = None  # any `import torch` now raises ImportError
 import numpy as np
-from export.graph import build_pool_graph
-from export.runtime import create_session, run
+from export.runtime.graph import build_pool_graph
+from export.runtime.sessions import create_session, run
 from models.pooling import parse_params
 cpu = ["CPUExecutionProvider"]
 rmac = build_pool_graph("rmac", parse_params("rmac"), static_hw=(1, 1))

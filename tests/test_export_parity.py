@@ -6,9 +6,9 @@ import pytest
 import torch
 from onnx import helper
 
-from export.errors import ExportError
-from export.graph import build_pool_graph
 from export.parity import check_artifact
+from export.runtime.errors import ExportError
+from export.runtime.graph import build_pool_graph
 from models.pooling import create_pool, parse_params
 
 MAX = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)

@@ -27,15 +27,15 @@ from google.protobuf import (  # type: ignore[import-untyped]
 )
 
 import export.__main__ as cli
-from export.errors import ExportError
-from export.manifest import MANIFEST_NAME, ManifestError, load_manifest, verify_repository
 from export.repository import (
     NONLOCAL_PARAMS,
     SMOKE_MODEL,
     RepositoryUsageError,
     export_repository,
 )
-from export.runtime import create_session, run
+from export.runtime.errors import ExportError
+from export.runtime.manifest import MANIFEST_NAME, ManifestError, load_manifest, verify_repository
+from export.runtime.sessions import create_session, run
 from export.torch_export import torch_reference
 from models.pooling.nonlocal_pool import NonLocalParams, NonLocalPool
 from models.zoo import build_model

@@ -15,10 +15,10 @@ from torch import nn
 import models.pooling.adaptive  # noqa: F401  (registers the ops)
 import models.pooling.gem  # noqa: F401
 import models.pooling.median  # noqa: F401
-from export.errors import ExportError, LoweringError
-from export.lowering import Prefer
 from export.parity import check_artifact
-from export.runtime import uses_custom_ops
+from export.runtime.errors import ExportError, LoweringError
+from export.runtime.lowering import Prefer
+from export.runtime.sessions import uses_custom_ops
 from export.torch_export import export_module, swap_pools, torch_reference
 from models.pooling import create_pool
 

@@ -10,10 +10,10 @@ import onnx
 import pytest
 import torch
 
-from export.errors import ExportError
 from export.fp16 import MIN_COSINE, check_fp16, row_cosines, to_fp16
-from export.manifest import load_manifest, model_path
 from export.parity import Reference
+from export.runtime.errors import ExportError
+from export.runtime.manifest import load_manifest, model_path
 from models.zoo import build_model
 from tests.app_fixtures import SMOKE_MODEL
 

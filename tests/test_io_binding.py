@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from app.inference.binding import binds, run_session, run_with_binding
-from export.graph import build_pool_graph
-from export.runtime import create_session
+from export.runtime.graph import build_pool_graph
+from export.runtime.sessions import create_session
 from models.pooling import parse_params
 
 CPU = ["CPUExecutionProvider"]

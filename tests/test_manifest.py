@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from export.manifest import MANIFEST_NAME, ManifestError, load_manifest, verify_repository
+from export.runtime.manifest import MANIFEST_NAME, ManifestError, load_manifest, verify_repository
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,5 +97,5 @@ def test_a_bad_digest_a_path_outside_and_an_unknown_name_are_refused(repo: Path)
 
 
 def test_reader_and_pbtxt_import_without_torch() -> None:
-    code = "import sys, export.manifest, export.pbtxt; assert 'torch' not in sys.modules"
+    code = "import sys, export.runtime.manifest, export.pbtxt; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)

@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from merge_manifest import merge  # noqa: E402
 
-from export.manifest import ManifestError, load_manifest  # noqa: E402
+from export.runtime.manifest import ManifestError, load_manifest  # noqa: E402
 
 
 def _split(repository: Path, root: Path, moved: str) -> tuple[Path, Path]:

@@ -8,7 +8,7 @@ the comparison; every fresh measurement must still be within its lowering's tole
 import re
 
 from export import ops_table
-from export.lowering import lowered_ops, lowerings_for
+from export.runtime.lowering import lowered_ops, lowerings_for
 from models.pooling import list_pools
 
 MEASURED = re.compile(r"\| (\d\.\de[-+]\d\d) \| ([0-9.e-]+) \|")

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 from app.core.config import CUDA, Settings
 from app.inference.sessions import open_session
-from export.runtime import create_session, cuda_provider_options, provider_list
-from export.versions import IR_VERSION, OPSET
+from export.runtime.sessions import create_session, cuda_provider_options, provider_list
+from export.runtime.versions import IR_VERSION, OPSET
 
 CPU = "CPUExecutionProvider"
 
@@ -42,7 +42,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         calls.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ort, "InferenceSession", record)  # the module export.runtime uses
+    monkeypatch.setattr(ort, "InferenceSession", record)  # the module export.runtime.sessions uses
     return calls
 
 

@@ -13,7 +13,7 @@ from app.core.metrics import Metrics
 from app.inference.pool import PoolEngine
 from app.inference.runner import Runner
 from app.inference.sessions import LoadedModel
-from export.manifest import Manifest
+from export.runtime.manifest import Manifest
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import onnxruntime as ort
 
-from export.runtime import CUDA
+from export.runtime.sessions import CUDA
 
 
 def run_with_binding(

@@ -21,9 +21,9 @@ from app.core.errors import ApiError
 from app.inference.graph_cache import GraphCache, PoolGraph
 from app.inference.runner import Runner
 from app.inference.sessions import LoadedModel, open_session
-from export.errors import LoweringError
-from export.graph import build_pool_graph
-from export.lowering import Lowering, select_lowering
+from export.runtime.errors import LoweringError
+from export.runtime.graph import build_pool_graph
+from export.runtime.lowering import Lowering, select_lowering
 from models.pooling import PoolError, get_pool_spec, list_pools, parse_params
 from models.pooling.params import PoolParams
 

@@ -24,7 +24,7 @@ from app.inference.batcher import DynamicBatcher, QueueFullError
 from app.inference.binding import run_session
 from app.inference.gate import InferenceGate
 from app.inference.sessions import LoadedModel
-from export.runtime import ORT_ERRORS
+from export.runtime.sessions import ORT_ERRORS
 
 log = logging.getLogger("poolserve")
 T = TypeVar("T")

@@ -18,8 +18,14 @@ import onnxruntime as ort
 
 from app.codecs.preprocess import Preprocessor
 from app.core.config import CUDA, Settings
-from export.manifest import Manifest, ManifestError, ModelEntry, model_path, verify_repository
-from export.runtime import ProviderOptions, create_session, cuda_provider_options
+from export.runtime.manifest import (
+    Manifest,
+    ManifestError,
+    ModelEntry,
+    model_path,
+    verify_repository,
+)
+from export.runtime.sessions import ProviderOptions, create_session, cuda_provider_options
 
 log = logging.getLogger("poolserve")
 WARMUP_SPATIAL = 8

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from app.api.deps import ServicesDep
 from app.core.errors import responses
 from app.inference.sessions import LoadedModel
-from export.lowering import lowerings_for
+from export.runtime.lowering import lowerings_for
 from models.pooling import get_pool_spec, list_pools
 
 router = APIRouter(tags=["models"])

@@ -1,7 +1,7 @@
 """Parameter schema, region grid and registry entry of ``models.pooling.rmac``, without torch.
 
 The grid lives here, not with the torch op, because it is plain Python on (H, W): the ONNX
-lowering (``export.lowerings.rmac``) builds its fixed-size graph from the same regions.
+lowering (``export.runtime.lowerings.rmac``) builds its fixed-size graph from the same regions.
 cirtorch does the grid arithmetic on float32 tensors, and rounding decides some region
 starts (at 2x32 the last 1-pixel region starts at column 30 where exact arithmetic gives
 31); ``_f32`` replays those float32 steps so the regions are cirtorch's, not an idealised

@@ -9,18 +9,14 @@ in the library. The custom lowering is one ``ai.onnx.contrib`` node run by a Num
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx_ir as ir
 
-from export.lowering import Lowering, Ops, Outputs, outputs, register_lowering
-from export.lowerings._common import const_i64, ones_plane, scalar_like
-from export.lowerings._windows import pad_overhang, pooled_hw, window_stack
-from export.shape_rules import register_shape_rule, window_shape
-from export.versions import CUSTOM_DOMAIN, CUSTOM_OPSET
-
-if TYPE_CHECKING:
-    from models.pooling.median import MedianParams
+from export.runtime.lowering import Lowering, Ops, Outputs, outputs, register_lowering
+from export.runtime.lowerings._common import const_i64, ones_plane, scalar_like
+from export.runtime.lowerings._windows import pad_overhang, pooled_hw, window_stack
+from export.runtime.shape_rules import register_shape_rule, window_shape
+from export.runtime.versions import CUSTOM_DOMAIN, CUSTOM_OPSET
+from models.pooling.schemas.median import MedianParams
 
 _ONNX_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "zeros": "constant"}
 

@@ -17,15 +17,13 @@ The token-mixing weights are per token, so the input's C, H and W are fixed by t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import onnx_ir as ir
 
-from export.lowering import Lowering, Ops, Outputs, register_lowering
-from export.lowerings._common import const_i64, scalar_like
-
-if TYPE_CHECKING:
-    from models.pooling.nonlocal_pool import NonLocalParams
+from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
+from export.runtime.lowerings._common import const_i64, scalar_like
+from models.pooling.schemas.nonlocal_pool import NonLocalParams
 
 _EPS = 1e-5  # the reference's LayerNorm and BatchNorm eps (torch defaults)
 Weights = Mapping[str, ir.Value]

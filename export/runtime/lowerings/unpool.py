@@ -10,16 +10,12 @@ onnxruntime error at run time (the graph cannot raise the library's PoolInputErr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_ir as ir
 
-from export.lowering import Lowering, Ops, Outputs, register_lowering
-from export.lowerings._common import const_i64
-
-if TYPE_CHECKING:
-    from models.pooling.unpool import MaxUnpoolParams
+from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
+from export.runtime.lowerings._common import const_i64
+from models.pooling.schemas.unpool import MaxUnpoolParams
 
 
 def _output_hw(op: Ops, p: MaxUnpoolParams, x: ir.Value) -> ir.Value:

@@ -8,16 +8,12 @@ it has no lowering.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx_ir as ir
 
-from export.lowering import Lowering, Ops, Outputs, register_lowering
-from export.lowerings._common import window_attrs
-from export.shape_rules import register_shape_rule, window_shape
-
-if TYPE_CHECKING:
-    from models.pooling.stochastic import StochasticParams
+from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
+from export.runtime.lowerings._common import window_attrs
+from export.runtime.shape_rules import register_shape_rule, window_shape
+from models.pooling.schemas.stochastic import StochasticParams
 
 
 def stochastic_native(op: Ops, p: StochasticParams, x: ir.Value) -> Outputs:

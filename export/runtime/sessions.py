@@ -3,7 +3,7 @@
 Providers are always passed explicitly (CUDA first, then CPU): onnxruntime-gpu logs an
 error and falls back to CPU when CUDA cannot load, and silently picks CPU when none are
 given. Graphs with ``ai.onnx.contrib`` nodes get the onnxruntime-extensions library and our
-Python kernels (``export.kernels``) registered first.
+Python kernels (``export.runtime.kernels``) registered first.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
-from export.versions import CUSTOM_DOMAIN, IR_VERSION, OPSET
+from export.runtime.versions import CUSTOM_DOMAIN, IR_VERSION, OPSET
 
 CUDA = "CUDAExecutionProvider"
 DEFAULT_PROVIDERS = (CUDA, "CPUExecutionProvider")
@@ -101,7 +101,7 @@ def register_custom_kernels(options: ort.SessionOptions) -> None:
     """Load onnxruntime-extensions and our PyOp kernels into these session options."""
     from onnxruntime_extensions import get_library_path
 
-    import export.kernels  # noqa: F401  (declares the PyOp kernels)
+    import export.runtime.kernels  # noqa: F401  (declares the PyOp kernels)
 
     options.register_custom_ops_library(get_library_path())
 

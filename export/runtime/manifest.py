@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from export.errors import ExportError
+from export.runtime.errors import ExportError
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"

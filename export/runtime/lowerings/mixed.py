@@ -3,16 +3,12 @@ the library's shortcuts at alpha 0 and 1 (only one half is computed)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx_ir as ir
 
-from export.lowering import Lowering, Ops, Outputs, register_lowering
-from export.lowerings._common import scalar_like, window_attrs
-from export.shape_rules import register_shape_rule, window_shape
-
-if TYPE_CHECKING:
-    from models.pooling.mixed import MixedParams
+from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
+from export.runtime.lowerings._common import scalar_like, window_attrs
+from export.runtime.shape_rules import register_shape_rule, window_shape
+from models.pooling.schemas.mixed import MixedParams
 
 
 def mixed_native(op: Ops, p: MixedParams, x: ir.Value) -> Outputs:

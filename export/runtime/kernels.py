@@ -1,6 +1,6 @@
 """NumPy kernels for the ``ai.onnx.contrib`` custom ops, served by onnxruntime-extensions.
 
-Importing this module declares them (``onnx_op``); ``export.runtime`` does so before it
+Importing this module declares them (``onnx_op``); ``export.runtime.sessions`` does so before it
 loads the extensions library into a session. Each kernel takes the op's parameters as one
 JSON string attribute, ``params``: the op's schema dumped with ``model_dump_json``.
 
@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from onnxruntime_extensions import PyCustomOpDef, onnx_op
 
-from export.shape_rules import window_length
+from export.runtime.shape_rules import window_length
 
 _NP_PAD_MODE: dict[str, Literal["reflect", "edge", "constant"]] = {
     "reflect": "reflect",
@@ -129,7 +129,7 @@ def _adaptive_max_indices_kernel(x: np.ndarray, **attrs: str) -> tuple[np.ndarra
 
 def _interval_starts(u: np.ndarray, size: int, count: int, kernel: int) -> np.ndarray:
     """Fractional window starts (N, C, count) from per-plane samples ``u`` (N, C), in
-    float32 as the library computes them (see ``export.lowerings.fractional``)."""
+    float32 as the library computes them (see ``export.runtime.lowerings.fractional``)."""
     last = np.full((*u.shape, 1), size - kernel, dtype=np.int64)
     if count == 1:
         return last

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from export.lowering import Ops
+from export.runtime.lowering import Ops
 
 
 def onnx_pads(padding: tuple[int, int, int, int]) -> list[int]:

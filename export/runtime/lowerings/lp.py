@@ -9,16 +9,14 @@ from the divisor), times kh * kw, to the power 1 / p; ``p = inf`` is MaxPool of 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import onnx_ir as ir
 
-from export.lowering import Lowering, Ops, Outputs, register_lowering
-from export.lowerings._common import scalar_like
-from export.shape_rules import Minimum, register_shape_rule, window_length
-
-if TYPE_CHECKING:
-    from models.pooling.lp import LpParams
+from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
+from export.runtime.lowerings._common import scalar_like
+from export.runtime.shape_rules import Minimum, register_shape_rule, window_length
+from models.pooling.schemas.lp import LpParams
 
 
 def lp_decomposed(op: Ops, p: LpParams, x: ir.Value) -> Outputs:

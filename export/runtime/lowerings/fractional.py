@@ -12,24 +12,20 @@ floor(u * alpha)`` (torch truncates; the operands are never negative), the last 
 ``in - k``, clamped into the input. The decomposition builds every window's flat per-plane
 index, gathers with GatherElements and takes the max and its position by torch's rule
 (the first of equal maxima; NaN wins, the last NaN). The custom lowering is one
-``ai.onnx.contrib`` node run by a NumPy kernel (``export.kernels.fractional_max_pool``).
+``ai.onnx.contrib`` node run by a NumPy kernel (``export.runtime.kernels.fractional_max_pool``).
 With ``output_ratio`` the output size ``int(in * ratio)`` is computed from ``Shape`` in
 double precision, as Python computes it, so one graph serves every input size.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx_ir as ir
 
-from export.lowering import Lowering, Ops, Outputs, outputs, register_lowering
-from export.lowerings._common import const_i64
-from export.versions import CUSTOM_DOMAIN, CUSTOM_OPSET
-
-if TYPE_CHECKING:
-    from models.pooling.fractional import FractionalMaxParams
+from export.runtime.lowering import Lowering, Ops, Outputs, outputs, register_lowering
+from export.runtime.lowerings._common import const_i64
+from export.runtime.versions import CUSTOM_DOMAIN, CUSTOM_OPSET
+from models.pooling.schemas.fractional import FractionalMaxParams
 
 FLOAT, INT64 = ir.DataType.FLOAT, ir.DataType.INT64
 

@@ -9,7 +9,8 @@ Each lowering has one kind:
 
 - ``native``: one standard ONNX op that already has the op's semantics;
 - ``decomposition``: several standard ONNX ops (slices, TopK, Pad, ...);
-- ``custom``: a node in ``ai.onnx.contrib`` run by a kernel that ``export.runtime`` registers.
+- ``custom``: a node in ``ai.onnx.contrib`` run by a kernel that ``export.runtime.sessions``
+  registers.
 
 Standard lowerings run on every execution provider (CUDA, TensorRT, Triton); custom ones are
 the fallback for ops whose standard form is slow or large.
@@ -17,7 +18,7 @@ the fallback for ops whose standard form is slow or large.
 Some lowerings need more than the params, and say so in their ``Lowering`` fields:
 
 - ``needs_static_hw``: the graph is built for one (H, W) (rmac's region grid); the caller
-  passes ``static_hw`` to ``export.graph.build_pool_graph`` and ``build`` reads the fixed
+  passes ``static_hw`` to ``export.runtime.graph.build_pool_graph`` and ``build`` reads the fixed
   dims from ``x.shape`` (``static_hw(x)``);
 - ``weight_shapes``: learned weights (netvlad, nonlocal), by the torch module's
   ``state_dict()`` key; ``build`` gets them as initializers, ``build(op, params, *inputs,
@@ -34,7 +35,7 @@ from typing import Any, Literal, Protocol
 
 import onnx_ir as ir
 
-from export.errors import LoweringError
+from export.runtime.errors import LoweringError
 
 Kind = Literal["native", "decomposition", "custom"]
 Prefer = Literal["standard", "custom"]

@@ -8,17 +8,13 @@ parameter-free layers).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx_ir as ir
 
-from export.lowering import Lowering, Ops, Outputs, register_lowering
-from export.lowerings._common import const_i64, scalar_like
-from export.lowerings.adaptive import global_shape
-from export.shape_rules import register_shape_rule
-
-if TYPE_CHECKING:
-    from models.pooling.gem import GeMParams
+from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
+from export.runtime.lowerings._common import const_i64, scalar_like
+from export.runtime.lowerings.adaptive import global_shape
+from export.runtime.shape_rules import register_shape_rule
+from models.pooling.schemas.gem import GeMParams
 
 
 def gem_decomposed(op: Ops, p: GeMParams, x: ir.Value) -> Outputs:

@@ -1,8 +1,8 @@
 """Build the ONNX graph for one pooling op and its parameters, without torch.
 
 The service calls ``build_pool_graph(op, params)`` for a /pool request and runs the result
-with ``export.runtime``; ``export.torch_export`` calls ``build_pool_function`` to replace the
-op inside a torch-exported model. Both trace the same lowering function.
+with ``export.runtime.sessions``; ``export.torch_export`` calls ``build_pool_function`` to
+replace the op inside a torch-exported model. Both trace the same lowering function.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import onnx
 import onnx_ir as ir
 from onnxscript import GraphBuilder, build_function
 
-import export.lowerings  # noqa: F401  (registers every lowering)
-from export.errors import LoweringError
-from export.lowering import Kind, Lowering, Outputs, Prefer, select_lowering
-from export.versions import CUSTOM_DOMAIN, CUSTOM_OPSET, IR_VERSION, OPSET
+import export.runtime.lowerings  # noqa: F401  (registers every lowering)
+from export.runtime.errors import LoweringError
+from export.runtime.lowering import Kind, Lowering, Outputs, Prefer, select_lowering
+from export.runtime.versions import CUSTOM_DOMAIN, CUSTOM_OPSET, IR_VERSION, OPSET
 
 DTYPES = {
     "float32": ir.DataType.FLOAT,

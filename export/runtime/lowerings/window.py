@@ -8,16 +8,18 @@ two count maps and divides by the override.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx_ir as ir
 
-from export.lowering import Lowering, Ops, Outputs, outputs, register_lowering
-from export.lowerings._common import const_i64, ones_plane, plane_size, scalar_like, window_attrs
-from export.shape_rules import register_shape_rule, window_shape
-
-if TYPE_CHECKING:
-    from models.pooling.window import AvgParams, MaxParams
+from export.runtime.lowering import Lowering, Ops, Outputs, outputs, register_lowering
+from export.runtime.lowerings._common import (
+    const_i64,
+    ones_plane,
+    plane_size,
+    scalar_like,
+    window_attrs,
+)
+from export.runtime.shape_rules import register_shape_rule, window_shape
+from models.pooling.schemas.window import AvgParams, MaxParams
 
 
 def max_native(op: Ops, p: MaxParams, x: ir.Value) -> Outputs:

@@ -11,15 +11,13 @@ intra-normalisation over D, flatten K-major, final L2. ``F.normalize`` is
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import onnx_ir as ir
 
-from export.lowering import Lowering, Ops, Outputs, register_lowering
-from export.lowerings._common import const_i64, scalar_like
-
-if TYPE_CHECKING:
-    from models.pooling.netvlad import NetVLADParams
+from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
+from export.runtime.lowerings._common import const_i64, scalar_like
+from models.pooling.schemas.netvlad import NetVLADParams
 
 _NORMALIZE_EPS = 1e-12  # F.normalize's default
 

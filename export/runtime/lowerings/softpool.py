@@ -7,17 +7,13 @@ k*k strided slices; padding and the ceil_mode overhang are -inf, whose weight is
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx_ir as ir
 
-from export.lowering import Lowering, Ops, Outputs, register_lowering
-from export.lowerings._common import const_i64, onnx_pads, scalar_like
-from export.lowerings._windows import pad_overhang, pooled_hw, window_stack
-from export.shape_rules import register_shape_rule, window_shape
-
-if TYPE_CHECKING:
-    from models.pooling.softpool import SoftParams
+from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
+from export.runtime.lowerings._common import const_i64, onnx_pads, scalar_like
+from export.runtime.lowerings._windows import pad_overhang, pooled_hw, window_stack
+from export.runtime.shape_rules import register_shape_rule, window_shape
+from models.pooling.schemas.softpool import SoftParams
 
 
 def softpool_decomposed(op: Ops, p: SoftParams, x: ir.Value) -> Outputs:

@@ -7,16 +7,14 @@ k // 2 padding, concatenated after the input.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import onnx_ir as ir
 
-from export.lowering import Lowering, Ops, Outputs, register_lowering
-from export.lowerings.adaptive import adaptive, reduce_max, reduce_mean
-from export.shape_rules import Minimum, register_shape_rule
-
-if TYPE_CHECKING:
-    from models.pooling.pyramid import SPPFParams, SPPParams, YoloSPPParams
+from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
+from export.runtime.lowerings.adaptive import adaptive, reduce_max, reduce_mean
+from export.runtime.shape_rules import Minimum, register_shape_rule
+from models.pooling.schemas.pyramid import SPPFParams, SPPParams, YoloSPPParams
 
 
 def spp_decomposed(op: Ops, p: SPPParams, x: ir.Value) -> Outputs:

@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import onnx_ir as ir
 
-from export.lowering import Lowering, Ops, Outputs, register_lowering
-from export.shape_rules import Minimum, register_shape_rule
-
-if TYPE_CHECKING:
-    from models.pooling.token_mixer import PoolFormerMixerParams
+from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
+from export.runtime.shape_rules import Minimum, register_shape_rule
+from models.pooling.schemas.token_mixer import PoolFormerMixerParams
 
 
 def poolformer_mixer_native(op: Ops, p: PoolFormerMixerParams, x: ir.Value) -> Outputs:

@@ -10,16 +10,11 @@ summed, without a final normalisation, as the library returns it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import onnx_ir as ir
 
-from export.lowering import Lowering, Ops, Outputs, outputs, register_lowering, static_hw
-from export.lowerings._common import const_i64, scalar_like
-from models.pooling.schemas.rmac import rmac_regions
-
-if TYPE_CHECKING:
-    from models.pooling.rmac import RMACParams
+from export.runtime.lowering import Lowering, Ops, Outputs, outputs, register_lowering, static_hw
+from export.runtime.lowerings._common import const_i64, scalar_like
+from models.pooling.schemas.rmac import RMACParams, rmac_regions
 
 
 def _region_max(op: Ops, x: ir.Value, top: int, left: int, side: int) -> ir.Value:

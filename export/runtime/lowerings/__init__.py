@@ -5,7 +5,7 @@ from ``models.pooling``, only the torch-free schema modules (rmac's region grid)
 parameters by field name from the op's validated schema.
 """
 
-from export.lowerings import (
+from export.runtime.lowerings import (
     adaptive,  # noqa: F401
     bilinear,  # noqa: F401
     fractional,  # noqa: F401

@@ -13,17 +13,15 @@ axis as it is.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import onnx_ir as ir
 
-from export.lowering import Lowering, Ops, Outputs, outputs, register_lowering
-from export.lowerings._common import const_i64, scalar_like
-from export.shape_rules import Minimum, register_shape_rule
-from export.versions import CUSTOM_DOMAIN, CUSTOM_OPSET
-
-if TYPE_CHECKING:
-    from models.pooling.adaptive import AdaptiveMaxParams, AdaptiveParams
+from export.runtime.lowering import Lowering, Ops, Outputs, outputs, register_lowering
+from export.runtime.lowerings._common import const_i64, scalar_like
+from export.runtime.shape_rules import Minimum, register_shape_rule
+from export.runtime.versions import CUSTOM_DOMAIN, CUSTOM_OPSET
+from models.pooling.schemas.adaptive import AdaptiveMaxParams, AdaptiveParams
 
 Reduce = Callable[[Ops, ir.Value, int], ir.Value]
 

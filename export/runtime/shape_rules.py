@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from export.errors import LoweringError
+from export.runtime.errors import LoweringError
 
 Minimum = Callable[[Any, Any], Any]
 ShapeRule = Callable[[Any, tuple[Any, ...], Minimum], tuple[Any, ...]]

@@ -2,7 +2,7 @@
 softpool): the padded input is cut into k*k strided slices, one per window position.
 
 Sizes are computed in the graph from ``Shape``, so H and W stay dynamic; the arithmetic is
-torch's pooled length (``export.shape_rules.window_length``) on int64 tensors.
+torch's pooled length (``export.runtime.shape_rules.window_length``) on int64 tensors.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import onnx_ir as ir
 
-from export.lowering import Ops
-from export.lowerings._common import const_i64, scalar_like
+from export.runtime.lowering import Ops
+from export.runtime.lowerings._common import const_i64, scalar_like
 
 
 def _extent(p: Any) -> list[int]:

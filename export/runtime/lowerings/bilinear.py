@@ -8,16 +8,14 @@ L2 step is ``F.normalize``'s ``z / max(||z||, eps)``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import onnx_ir as ir
 
-from export.lowering import Lowering, Ops, Outputs, register_lowering
-from export.lowerings._common import const_i64, plane_size, scalar_like
-from export.shape_rules import Minimum, register_shape_rule
-
-if TYPE_CHECKING:
-    from models.pooling.bilinear import BilinearParams
+from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
+from export.runtime.lowerings._common import const_i64, plane_size, scalar_like
+from export.runtime.shape_rules import Minimum, register_shape_rule
+from models.pooling.schemas.bilinear import BilinearParams
 
 
 def _outer_mean(op: Ops, x: ir.Value, y: ir.Value) -> ir.Value:
