@@ -69,7 +69,7 @@ RUN python -m venv /opt/venv \
 
 COPY pyproject.toml README.md ./
 COPY models ./models
-# export's torch-free half only (export.runtime): the exporter beside it needs torch.
+# export's runtime half only (export.runtime); the exporter stays in the export stage.
 COPY export/__init__.py ./export/
 COPY export/runtime ./export/runtime
 COPY app ./app

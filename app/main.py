@@ -19,6 +19,7 @@ from app.core.errors import install_error_handlers
 from app.core.metrics import Metrics
 from app.core.middleware import BodyLimitMiddleware, MetricsMiddleware
 from app.inference.batcher import DynamicBatcher
+from app.inference.descriptor import DescriptorEngine
 from app.inference.gate import InferenceGate
 from app.inference.graph_cache import GraphCache
 from app.inference.pool import PoolEngine
@@ -43,8 +44,9 @@ def load_services(settings: Settings, metrics: Metrics) -> Services:
             if loaded.preprocess is not None  # image models: /descriptor's path
         }
     cache = GraphCache(settings.graph_cache_size, metrics)
-    pool = PoolEngine(settings, runner, cache, models)
-    return Services(manifest, models, runner, pool, default)
+    pools = PoolEngine(settings, runner, cache, models)
+    descriptors = DescriptorEngine(settings, runner, models, default)
+    return Services(models, runner, pools, descriptors, default)
 
 
 def _batcher(settings: Settings, runner: Runner, model: str) -> DynamicBatcher:

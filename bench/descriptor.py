@@ -26,7 +26,7 @@ from PIL import Image
 
 from app.codecs.image import decode_image
 from app.codecs.preprocess import Preprocessor
-from app.inference.binding import run_session
+from app.inference.binding import run_bound_or_plain
 from bench.common import emit_table, served_parser
 from bench.load import LoadResult, drive_async, drive_threads
 from bench.server import ensure_repository, serve
@@ -74,7 +74,7 @@ def in_process_paths(
         return np.stack([preprocess(decode_image(blob, MAX_PIXELS)) for blob in blobs])
 
     def run_ort(blobs: list[bytes]) -> np.ndarray:
-        return run_session(session, {input_name: pixels(blobs)}, io_binding=True)[0]
+        return run_bound_or_plain(session, {input_name: pixels(blobs)}, io_binding=True)[0]
 
     def run_torch(blob: bytes) -> np.ndarray:
         with torch.inference_mode():

@@ -20,7 +20,7 @@ import onnxruntime as ort
 import torch
 
 from app.codecs.preprocess import Preprocessor
-from app.inference.binding import run_session
+from app.inference.binding import run_bound_or_plain
 from bench.common import emit_table, median, time_call
 from export.fp16 import fp16_name
 from export.runtime.manifest import load_manifest, model_path
@@ -42,7 +42,7 @@ def ort_path(path: Path, providers: Sequence[object], io_binding: bool, want: st
     name = session.get_inputs()[0].name
 
     def run(x: np.ndarray) -> np.ndarray:
-        return run_session(session, {name: x}, io_binding)[0]
+        return run_bound_or_plain(session, {name: x}, io_binding)[0]
 
     return run
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from app.codecs.tensor import encode_npy
-from app.inference.binding import run_session
+from app.inference.binding import run_bound_or_plain
 from bench.common import emit_table, median, time_call
 from bench.server import ensure_repository, serve, serve_echo
 from export.runtime.graph import build_pool_graph
@@ -64,6 +64,7 @@ def gpu_rows(x: np.ndarray, repeats: int) -> list[list[str]]:
     session = create_session(max_2x2(), [CUDA, "CPUExecutionProvider"])
     if session.get_providers()[0] != CUDA or not torch.cuda.is_available():
         return [["GPU rows", "-", "-", "not measured: no CUDA session or no torch CUDA"]]
+    feeds = {"x": x}
     on_device = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
     xd = torch.from_numpy(x).cuda()
 
@@ -82,13 +83,17 @@ def gpu_rows(x: np.ndarray, repeats: int) -> list[list[str]]:
 
     cases: dict[str, Callable[[], object]] = {
         "host -> device copy (torch, pageable)": synced(lambda: torch.from_numpy(x).cuda()),
-        "onnxruntime CUDA, I/O binding, host in/out": lambda: run_session(session, {"x": x}, True),
-        "onnxruntime CUDA, plain run, host in/out": lambda: run_session(session, {"x": x}, False),
+        "onnxruntime CUDA, I/O binding, host in/out": lambda: run_bound_or_plain(
+            session, feeds, True
+        ),
+        "onnxruntime CUDA, plain run, host in/out": lambda: run_bound_or_plain(
+            session, feeds, False
+        ),
         "onnxruntime CUDA, device-resident": ort_resident,
         "torch CUDA, host in/out": lambda: F.max_pool2d(torch.from_numpy(x).cuda(), 2).cpu(),
         "torch CUDA, device-resident": synced(lambda: F.max_pool2d(xd, 2)),
     }
-    (want,) = run_session(session, {"x": x}, True)
+    (want,) = run_bound_or_plain(session, {"x": x}, True)
     if not np.array_equal(want, F.max_pool2d(torch.from_numpy(x), 2).numpy()):
         raise RuntimeError("onnxruntime CUDA max 2x2 differs from torch's CPU max_pool2d")
     return [row(name, x.nbytes, median(time_call(fn, repeats))) for name, fn in cases.items()]

@@ -95,7 +95,9 @@ def swap_pools(model: nn.Module) -> nn.Module:
     the lowering knows only the schema, not the trained values."""
     # The placeholder op takes one tensor, so two-input ops (bilinear2, max_unpool) stay torch's.
     names = {
-        spec.module: name for name in list_pools() if (spec := get_pool_spec(name)).inputs == ("x",)
+        spec.module: name
+        for name in list_pools()
+        if (spec := get_pool_spec(name)).module_inputs == ("x",)
     }
 
     def swappable(module: nn.Module) -> bool:

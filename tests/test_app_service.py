@@ -281,13 +281,13 @@ def test_openapi_documents_bodies_and_errors(app_client) -> None:
 
 def test_unexpected_fault_is_a_generic_500_and_logged(make_client, caplog) -> None:
     client = make_client(models=[SMOKE_MODEL])
-    engine = client.app.state.services.pool
-    original = engine.pool
+    engine = client.app.state.services.pools
+    original = engine.run
 
-    async def broken(call):
+    async def broken(request):
         raise RuntimeError("secret internal detail")
 
-    engine.pool = broken
+    engine.run = broken
     body = {"op": "global_max", "tensor": {"shape": [1, 1, 1, 1], "data": [1]}}
     with caplog.at_level(logging.ERROR, logger="poolserve"):
         r = client.post("/pool", json=body)
@@ -295,7 +295,7 @@ def test_unexpected_fault_is_a_generic_500_and_logged(make_client, caplog) -> No
     assert r.json() == {"error": "internal server error", "code": "internal"}
     assert "secret" not in r.text
     assert any(rec.exc_info and "secret" in str(rec.exc_info[1]) for rec in caplog.records)
-    engine.pool = original
+    engine.run = original
     assert client.post("/pool", json=body).status_code == 200
 
 

@@ -94,8 +94,8 @@ def test_zero_input_gives_zeros_not_nan() -> None:
 
 
 def test_specs_declare_their_inputs() -> None:
-    assert get_pool_spec("bilinear").inputs == ("x",)
-    assert get_pool_spec("bilinear2").inputs == ("x", "y")
+    assert get_pool_spec("bilinear").input_names == ("x",)
+    assert get_pool_spec("bilinear2").input_names == ("x", "y")
 
 
 @pytest.mark.parametrize(

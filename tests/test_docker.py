@@ -65,6 +65,8 @@ def test_base_image_is_pinned_and_named_in_the_readme() -> None:
 def test_runtime_stage_has_no_torch_a_user_and_the_shared_scripts() -> None:
     runtime = stage("runtime")
     assert "torch" not in runtime.replace("no torch", "")
+    assert "COPY export/runtime ./export/runtime" in runtime  # not the exporter beside it
+    assert "COPY export ./export" not in runtime
     assert re.search(r"^USER [1-9]\d*:[1-9]\d*$", runtime, re.M), "numeric non-root user"
     assert 'CMD ["python", "scripts/healthcheck.py"]' in runtime
     assert 'ENTRYPOINT ["bash", "scripts/serve.sh"]' in runtime

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.inference.binding import binds, run_session, run_with_binding
+from app.inference.binding import binds, run_bound_or_plain, run_with_binding
 from export.runtime.graph import build_pool_graph
 from export.runtime.sessions import create_session
 from models.pooling import parse_params
@@ -43,7 +43,7 @@ def test_only_cuda_sessions_bind(providers: list[str], setting: bool, expected: 
 def test_run_session_on_cpu_is_a_plain_run() -> None:
     session = create_session(build_pool_graph("avg", parse_params("avg", kernel_size=2)), CPU)
     x = np.ones((1, 1, 4, 4), dtype=np.float32)
-    (out,) = run_session(session, {"x": x}, io_binding=True)
+    (out,) = run_bound_or_plain(session, {"x": x}, io_binding=True)
     np.testing.assert_array_equal(out, np.ones((1, 1, 2, 2), dtype=np.float32))
 
 
@@ -53,8 +53,8 @@ def test_bound_cuda_run_equals_the_closed_form() -> None:
     session = create_session(build_pool_graph("max", parse_params("max", kernel_size=2)), cuda)
     assert binds(session, io_binding=True)
     x = np.random.default_rng(1).random((2, 3, 8, 10), dtype=np.float32)
-    (bound,) = run_session(session, {"x": x}, io_binding=True)
-    (plain,) = run_session(session, {"x": x}, io_binding=False)
+    (bound,) = run_bound_or_plain(session, {"x": x}, io_binding=True)
+    (plain,) = run_bound_or_plain(session, {"x": x}, io_binding=False)
     want = x.reshape(2, 3, 4, 2, 5, 2).max(axis=(3, 5))
     np.testing.assert_array_equal(bound, want)
     np.testing.assert_array_equal(plain, want)

@@ -1,18 +1,14 @@
-"""scripts/merge_manifest.py: models exported elsewhere join a repository, digests checked."""
+"""merge_repositories: models exported elsewhere join a repository, digests checked."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from merge_manifest import merge  # noqa: E402
-
-from export.runtime.manifest import ManifestError, load_manifest  # noqa: E402
+from export.runtime.manifest import ManifestError, load_manifest, merge_repositories
 
 
 def _split(repository: Path, root: Path, moved: str) -> tuple[Path, Path]:
@@ -31,8 +27,8 @@ def _split(repository: Path, root: Path, moved: str) -> tuple[Path, Path]:
 def test_merge_restores_the_whole_repository(app_repository: Path, tmp_path: Path) -> None:
     into, source = _split(app_repository, tmp_path, "netvlad_head")
     assert "netvlad_head" not in load_manifest(into).models
-    names = merge(into, source)
-    assert names == sorted(load_manifest(app_repository).models)
+    merged = merge_repositories(into, source)
+    assert sorted(merged.models) == sorted(load_manifest(app_repository).models)
     assert load_manifest(into).models == load_manifest(app_repository).models
 
 
@@ -43,4 +39,4 @@ def test_merge_refuses_a_file_that_does_not_match_its_digest(
     model = source / "netvlad_head" / "1" / "model.onnx"
     model.write_bytes(model.read_bytes()[:-1] + b"\0")
     with pytest.raises(ManifestError, match="netvlad_head"):
-        merge(into, source)
+        merge_repositories(into, source)

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from models.pooling import (
     list_pools,
     parse_params,
 )
+from models.pooling.examples import example_inputs, example_shape
 from models.pooling.schemas.window import MaxParams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,26 +54,6 @@ EXPECTED = {
     "nonlocal",
 }
 
-# The least each op needs; ops missing here build with all-default parameters.
-MINIMAL: dict[str, dict[str, Any]] = {
-    "max": {"kernel_size": 2},
-    "avg": {"kernel_size": 2},
-    "min": {"kernel_size": 2},
-    "lp": {"norm_type": 2, "kernel_size": 2},
-    "median": {"kernel_size": 2},
-    "stochastic": {"kernel_size": 2},
-    "softpool": {"kernel_size": 2},
-    "mixed": {"kernel_size": 2},
-    "adaptive_avg": {"output_size": 2},
-    "adaptive_max": {"output_size": 2},
-    "max_unpool": {"kernel_size": 2},
-    "fractional_max": {"kernel_size": 2, "output_size": 3},
-    "nonlocal": {"in_size": 4, "in_channels": 3},
-}
-
-# Channel counts the learnable ops are built for (netvlad's default dim is 512).
-CHANNELS = {"netvlad": 512, "nonlocal": 3}
-
 
 def test_schema_layer_imports_without_torch() -> None:
     code = (
@@ -89,32 +71,34 @@ def test_list_pools_is_exactly_the_expected_ops() -> None:
     assert list_pools() == sorted(EXPECTED)
 
 
-def _inputs(name: str, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Tensor inputs in the order ``spec.inputs`` names them."""
-    if name == "bilinear2":
-        return x, torch.randn(2, 5, *x.shape[2:])
-    if name == "max_unpool":
-        pooled, indices = F.max_pool2d(x, 2, return_indices=True)
-        return pooled, indices
-    return (x,)
+def _example_cases() -> list[Any]:
+    return [
+        pytest.param(name, i, id=f"{name}-{i}")
+        for name in sorted(EXPECTED)
+        for i in range(len(get_pool_spec(name).examples))
+    ]
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_every_op_resolves_builds_and_runs(name: str) -> None:
+@pytest.mark.parametrize(("name", "index"), _example_cases())
+def test_every_example_resolves_builds_and_runs(name: str, index: int) -> None:
     spec = get_pool_spec(name)
     module_file, _, class_name = spec.module_path.partition(":")
     assert module_file.startswith("models.pooling.")
     assert isinstance(spec.module, type)
     assert issubclass(spec.module, nn.Module)
     assert spec.module.__name__ == class_name
-    pool = create_pool(name, **MINIMAL.get(name, {}))
+    example = spec.examples[index]
+    pool = create_pool(name, **example)
     assert type(pool) is spec.module
-    x = torch.randn(2, CHANNELS.get(name, 3), 4, 4)
-    args = _inputs(name, x)
-    assert len(args) == len(spec.inputs)
+    params = parse_params(name, **example)
+    x_shape = example_shape(name, params, (2, 3, 13, 11))
+    arrays = example_inputs(name, params, x_shape, np.random.default_rng(index))
+    args = [torch.from_numpy(arrays[n]) for n in spec.module_inputs]
     out = pool(*args)
-    params = parse_params(name, **MINIMAL.get(name, {}))
-    assert tuple(out.shape) == params.output_shape(*(tuple(a.shape) for a in args))
+    outputs = out if isinstance(out, tuple) else (out,)
+    assert len(outputs) == len(spec.output_names(params))
+    want = params.output_shape(*(tuple(a.shape) for a in args))
+    assert all(tuple(o.shape) == want for o in outputs)
 
 
 def test_module_to_name_map_is_one_to_one() -> None:
@@ -144,7 +128,7 @@ def test_every_params_json_schema_is_generated(name: str) -> None:
     assert schema["additionalProperties"] is False
     fields = set(get_pool_spec(name).params.model_fields)
     assert set(schema["properties"]) == fields
-    assert set(schema.get("required", [])) <= set(MINIMAL.get(name, {}))
+    assert set(schema.get("required", [])) <= set(get_pool_spec(name).examples[0])
 
 
 def test_malformed_module_path_is_a_clear_error() -> None:

@@ -8,29 +8,29 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.core.config import Settings
-from app.core.errors import ApiError
+from app.core.errors import ApiError, ErrorCode
 from app.core.metrics import Metrics
+from app.inference.descriptor import DescriptorEngine
 from app.inference.pool import PoolEngine
 from app.inference.runner import Runner
 from app.inference.sessions import LoadedModel
-from export.runtime.manifest import Manifest
 
 
 @dataclass(frozen=True)
 class Services:
     """What the lifespan loads; present once every model is verified and warmed up."""
 
-    manifest: Manifest
     models: dict[str, LoadedModel]
     runner: Runner
-    pool: PoolEngine
+    pools: PoolEngine
+    descriptors: DescriptorEngine
     default_model: str | None
 
 
 def get_services(request: Request) -> Services:
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
-        raise ApiError(503, "not_ready", "the models are still loading", {"Retry-After": "5"})
+        raise ApiError(ErrorCode.NOT_READY, "the models are still loading", {"Retry-After": "5"})
     return services
 
 

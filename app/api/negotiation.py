@@ -6,7 +6,7 @@ import numpy as np
 from fastapi import Request, Response
 
 from app.codecs.tensor import check_finite, encode_npy
-from app.core.errors import ApiError, log
+from app.core.errors import ApiError, ErrorCode, log
 
 NPY = "application/x-npy"
 
@@ -29,4 +29,4 @@ def check_output(arr: np.ndarray, what: str) -> None:
         check_finite(arr)
     except ValueError:
         log.error("%s produced non-finite values from finite input", what)
-        raise ApiError(500, "internal", "internal server error") from None
+        raise ApiError(ErrorCode.INTERNAL, "internal server error") from None

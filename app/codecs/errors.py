@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
+from app.core.errors import ApiError, ErrorCode
 
-class CodecError(ValueError):
-    """Bad client input, with what the route should answer.
 
-    Attributes:
-        status: the HTTP status: 413 too large, 415 unsupported or corrupt image, 422
-            invalid tensor or value.
-        code: a stable machine code for the error envelope (e.g. ``tensor_too_large``).
+class CodecError(ApiError, ValueError):
+    """Bad client input: a code from the catalogue (which gives the status) and a sentence
+    for a person that never echoes the client's bytes or values."""
 
-    The message is a sentence for a person. It never echoes the client's bytes or values.
-    """
-
-    def __init__(self, message: str, *, code: str, status: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.status = status
+    def __init__(self, message: str, code: ErrorCode = ErrorCode.BAD_NPY) -> None:
+        super().__init__(code, message)

@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from app.codecs.errors import CodecError
+from app.core.errors import ErrorCode
 
 ACCEPTED = ("JPEG", "PNG", "WEBP")
 # Known formats we refuse, by signature, so the client hears "unsupported", not "corrupt".
@@ -69,8 +70,7 @@ DraftTarget = Callable[[int, int], tuple[int, int]]
 def _bad_image() -> CodecError:
     return CodecError(
         "the image is corrupt, truncated or not a JPEG, PNG or WebP file",
-        code="bad_image",
-        status=415,
+        code=ErrorCode.BAD_IMAGE,
     )
 
 
@@ -86,8 +86,7 @@ def sniff_format(data: bytes) -> str:
         if data.startswith(signature):
             raise CodecError(
                 f"{name} images are not accepted; send JPEG, PNG or WebP",
-                code="unsupported_media",
-                status=415,
+                code=ErrorCode.UNSUPPORTED_MEDIA,
             )
     raise _bad_image()
 
@@ -112,8 +111,7 @@ def _open_checked(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
 def _too_large(max_pixels: int) -> CodecError:
     return CodecError(
         f"the image has more than the {max_pixels} pixels allowed",
-        code="image_too_large",
-        status=413,
+        code=ErrorCode.IMAGE_TOO_LARGE,
     )
 
 

@@ -14,9 +14,9 @@ unpickled. Policy, identical for both formats:
   Fortran-order files come back as Fortran-ordered views, values identical to C order.
 - finiteness is a separate step: call ``check_finite`` on every decoded float tensor.
 
-Error codes (all 422 but ``tensor_too_large``, 413): ``bad_npy``, ``pickle_refused``,
-``unsupported_dtype``, ``bad_shape``, ``empty_tensor``, ``tensor_too_large``,
-``shape_mismatch``, ``bad_value``, ``non_finite``.
+Error codes (``app.core.errors.ErrorCode``; all 422 but ``tensor_too_large``, 413):
+``bad_npy``, ``pickle_refused``, ``unsupported_dtype``, ``bad_shape``, ``empty_tensor``,
+``tensor_too_large``, ``shape_mismatch``, ``bad_value``, ``non_finite``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.codecs.errors import CodecError
+from app.core.errors import ErrorCode
 
 DEFAULT_DTYPES = ("float32", "float16", "int64")
 NPY_MAGIC = b"\x93NUMPY"
@@ -55,8 +56,8 @@ class TensorLimits:
             raise ValueError("TensorLimits: max_elements must be >= 1 and max_rank >= 0")
 
 
-def _bad(message: str, code: str = "bad_npy", status: int = 422) -> CodecError:
-    return CodecError(message, code=code, status=status)
+def _bad(message: str, code: ErrorCode = ErrorCode.BAD_NPY) -> CodecError:
+    return CodecError(message, code)
 
 
 def check_shape(shape: object, limits: TensorLimits) -> tuple[int, ...]:
@@ -69,24 +70,23 @@ def check_shape(shape: object, limits: TensorLimits) -> tuple[int, ...]:
         type(d) is int
         for d in shape  # noqa: E721 (bool is an int subclass: refuse it)
     ):
-        raise _bad("the shape must be a list of integers", "bad_shape")
+        raise _bad("the shape must be a list of integers", ErrorCode.BAD_SHAPE)
     if len(shape) > limits.max_rank:
         raise _bad(
             f"the tensor has {len(shape)} dims; at most {limits.max_rank} are allowed",
-            "bad_shape",
+            ErrorCode.BAD_SHAPE,
         )
     if any(d < 0 for d in shape):
-        raise _bad("the shape has a negative dimension", "bad_shape")
+        raise _bad("the shape has a negative dimension", ErrorCode.BAD_SHAPE)
     if any(d == 0 for d in shape):
-        raise _bad("empty tensors (a dimension of 0) are not accepted", "empty_tensor")
+        raise _bad("empty tensors (a dimension of 0) are not accepted", ErrorCode.EMPTY_TENSOR)
     count = 1
     for d in shape:
         count *= d
         if count > limits.max_elements:  # stop before the product grows any further
             raise _bad(
                 f"the tensor has more than the {limits.max_elements} elements allowed",
-                "tensor_too_large",
-                413,
+                ErrorCode.TENSOR_TOO_LARGE,
             )
     return tuple(shape)
 
@@ -94,7 +94,8 @@ def check_shape(shape: object, limits: TensorLimits) -> tuple[int, ...]:
 def _check_dtype(name: str, allowed: Sequence[str]) -> np.dtype[Any]:
     if name not in allowed:  # the name is not echoed: it may be anything the client sent
         raise _bad(
-            f"this dtype is not accepted; send one of {', '.join(allowed)}", "unsupported_dtype"
+            f"this dtype is not accepted; send one of {', '.join(allowed)}",
+            ErrorCode.UNSUPPORTED_DTYPE,
         )
     return np.dtype(name)
 
@@ -102,14 +103,14 @@ def _check_dtype(name: str, allowed: Sequence[str]) -> np.dtype[Any]:
 def _npy_dtype(descr: object, allowed: Sequence[str]) -> np.dtype[Any]:
     """The header's ``descr`` as a dtype, refusing objects, records and anything unlisted."""
     if isinstance(descr, str) and "O" in descr:
-        raise _bad("object arrays (pickles) are never loaded", "pickle_refused")
+        raise _bad("object arrays (pickles) are never loaded", ErrorCode.PICKLE_REFUSED)
     if not isinstance(descr, str):  # a list of fields: a structured (record) dtype
-        raise _bad("structured dtypes are not accepted", "unsupported_dtype")
+        raise _bad("structured dtypes are not accepted", ErrorCode.UNSUPPORTED_DTYPE)
     match = _SIMPLE_DESCR.fullmatch(descr)
     if match is None:
         raise _bad(
             f"the .npy dtype is not accepted; send one of {', '.join(allowed)}",
-            "unsupported_dtype",
+            ErrorCode.UNSUPPORTED_DTYPE,
         )
     dtype = np.dtype(descr)  # safe: only [<>|=][fiub][1248] reaches here
     _check_dtype(dtype.name, allowed)
@@ -168,14 +169,14 @@ def parse_npy(
     header = _parse_header(bytes(view[start:end]), encoding)
     dtype = _npy_dtype(header["descr"], allowed)
     if not isinstance(header["shape"], tuple):
-        raise _bad("the .npy header's shape must be a tuple of integers", "bad_shape")
+        raise _bad("the .npy header's shape must be a tuple of integers", ErrorCode.BAD_SHAPE)
     shape = check_shape(header["shape"], limits)
     count = int(np.prod(shape, dtype=np.int64))  # safe now: count <= max_elements
     if len(view) - end != count * dtype.itemsize:
         raise _bad(
             f"the .npy body holds {len(view) - end} bytes but its header's shape and dtype "
             f"need {count * dtype.itemsize}",
-            "shape_mismatch",
+            ErrorCode.SHAPE_MISMATCH,
         )
     flat = np.frombuffer(view, dtype=dtype, count=count, offset=end)
     arr = flat.reshape(shape[::-1]).T if header["fortran_order"] else flat.reshape(shape)
@@ -187,7 +188,7 @@ def parse_npy(
 def check_finite(arr: NDArray[Any]) -> None:
     """Raise 422 ``non_finite`` when a float tensor holds NaN or +-Inf."""
     if arr.dtype.kind == "f" and not bool(np.isfinite(arr).all()):
-        raise _bad("the tensor holds NaN or infinite values", "non_finite")
+        raise _bad("the tensor holds NaN or infinite values", ErrorCode.NON_FINITE)
 
 
 def _flat_leaves(data: list[Any], shape: tuple[int, ...]) -> list[Any]:
@@ -203,18 +204,20 @@ def _flat_leaves(data: list[Any], shape: tuple[int, ...]) -> list[Any]:
     for depth, size in enumerate(shape):
         if depth > 0:
             if set(map(type, level)) != {list}:
-                raise _bad("the data's nesting does not match the shape", "shape_mismatch")
+                raise _bad("the data's nesting does not match the shape", ErrorCode.SHAPE_MISMATCH)
             if set(map(len, level)) != {size}:
-                raise _bad("the data is ragged or does not match the shape", "shape_mismatch")
+                raise _bad(
+                    "the data is ragged or does not match the shape", ErrorCode.SHAPE_MISMATCH
+                )
             level = list(itertools.chain.from_iterable(level))
         elif len(level) != size:
             raise _bad(
                 f"the data has {len(level)} entries; the shape needs {size} (nested) "
                 f"or {count} (flat)",
-                "shape_mismatch",
+                ErrorCode.SHAPE_MISMATCH,
             )
     if len(level) != count:  # rank 0: no level to walk
-        raise _bad(f"the data must hold exactly {count} values", "shape_mismatch")
+        raise _bad(f"the data must hold exactly {count} values", ErrorCode.SHAPE_MISMATCH)
     return level
 
 
@@ -232,22 +235,24 @@ def decode_json_tensor(
     floats. Raises ``CodecError``; NaN/Inf pass here, so call ``check_finite`` next.
     """
     if not isinstance(dtype, str):
-        raise _bad("the dtype must be a string such as float32", "unsupported_dtype")
+        raise _bad("the dtype must be a string such as float32", ErrorCode.UNSUPPORTED_DTYPE)
     np_dtype = _check_dtype(dtype, allowed)
     dims = check_shape(shape, limits)
     if not isinstance(data, list):
-        raise _bad("the data must be a list of numbers", "bad_value")
+        raise _bad("the data must be a list of numbers", ErrorCode.BAD_VALUE)
     leaves = _flat_leaves(data, dims)
     kinds = set(map(type, leaves))
     numbers = {int} if np_dtype.kind in "iu" else {int, float}
     if not kinds <= numbers:
         wanted = "integers" if np_dtype.kind in "iu" else "numbers"
-        raise _bad(f"every value of a {dtype} tensor must be one of the JSON {wanted}", "bad_value")
+        raise _bad(
+            f"every value of a {dtype} tensor must be one of the JSON {wanted}", ErrorCode.BAD_VALUE
+        )
     try:
         with np.errstate(over="ignore"):  # a float16 overflow becomes inf: check_finite's job
             flat = np.array(leaves, dtype=np_dtype)
     except OverflowError:
-        raise _bad(f"a value does not fit in {dtype}", "bad_value") from None
+        raise _bad(f"a value does not fit in {dtype}", ErrorCode.BAD_VALUE) from None
     return flat.reshape(dims)
 
 

@@ -1,15 +1,18 @@
-"""The one error envelope, ``{"error": "<message>", "code": "<code>"}``, for every status.
+"""The one error envelope, ``{"error": "<message>", "code": "<code>"}``, for every status,
+and the catalogue of every code it carries (``ErrorCode``).
 
-``ApiError`` is what routes raise; codec errors carry their own status and code. The
+``ApiError`` is what routes, engines and codecs raise; its status comes from its code. The
 handlers here also wrap Starlette's own 404/405/413 and FastAPI's validation errors, and
 never echo the client's input back. An unexpected exception is logged with its cause and
-answered with a generic 500.
+answered with a generic 500. The README's table of codes and the OpenAPI enum of
+``ErrorBody.code`` are generated from ``ErrorCode`` (``scripts/error_table.py``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,44 +21,101 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.codecs.errors import CodecError
-
 log = logging.getLogger("poolserve")
 
+
+class ErrorCode(StrEnum):
+    """Every machine code of the error envelope, with its HTTP status and what it means."""
+
+    status: int
+    meaning: str
+
+    def __new__(cls, code: str, status: int, meaning: str) -> ErrorCode:
+        member = str.__new__(cls, code)
+        member._value_ = code
+        member.status = status
+        member.meaning = meaning
+        return member
+
+    BAD_REQUEST = "bad_request", 400, "malformed request (the framework's own 400)"
+    INVALID_JSON = "invalid_json", 400, "a body or part that must be JSON is not"
+    NOT_FOUND = "not_found", 404, "no such route"
+    UNKNOWN_MODEL = "unknown_model", 404, "no loaded model of that name (the message lists them)"
+    METHOD_NOT_ALLOWED = "method_not_allowed", 405, "the route exists, not with this method"
+    NOT_ACCEPTABLE = "not_acceptable", 406, "the result cannot be sent in the Accept format"
+    BODY_TOO_LARGE = "body_too_large", 413, "body over max_body_bytes, counted on the stream"
+    TENSOR_TOO_LARGE = "tensor_too_large", 413, "a tensor over max_tensor_elements"
+    IMAGE_TOO_LARGE = "image_too_large", 413, "an image over max_image_pixels (from its header)"
+    TOO_MANY_IMAGES = "too_many_images", 413, "more than max_images in one request"
+    OUTPUT_TOO_LARGE = "output_too_large", 413, "the op's result or working memory is over a limit"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type", 415, "a Content-Type the route does not take"
+    UNSUPPORTED_MEDIA = "unsupported_media", 415, "an image format other than JPEG, PNG, WebP"
+    BAD_IMAGE = "bad_image", 415, "a corrupt or truncated image"
+    VALIDATION_ERROR = "validation_error", 422, "the body or query does not match its schema"
+    INVALID_REQUEST = "invalid_request", 422, "the framework's own 422"
+    INVALID_QUERY = "invalid_query", 422, "a query parameter given twice"
+    MISSING_OP = "missing_op", 422, "no op named in the request"
+    UNKNOWN_OP = "unknown_op", 422, "no op of that name (the message lists them)"
+    INVALID_PARAMS = "invalid_params", 422, "the op's params fail its schema"
+    UNSUPPORTED_PARAMS = "unsupported_params", 422, "valid params that no ONNX lowering builds"
+    UNEXPECTED_MODEL = "unexpected_model", 422, "a model named for an op without weights"
+    MODEL_REQUIRED = "model_required", 422, "a learnable op needs the model holding its weights"
+    PARAMS_MISMATCH = "params_mismatch", 422, "params other than those the model was exported with"
+    MISSING_TENSOR = "missing_tensor", 422, "no input tensor, or a part that is not .npy"
+    WRONG_TENSORS = "wrong_tensors", 422, "missing or unexpected extra inputs for the op"
+    UNSUPPORTED_DTYPE = "unsupported_dtype", 422, "a dtype the op or codec does not take"
+    INVALID_INPUT = "invalid_input", 422, "a tensor whose shape or values do not fit the op"
+    BAD_NPY = "bad_npy", 422, "not a well-formed .npy file"
+    PICKLE_REFUSED = "pickle_refused", 422, "an object (pickle) .npy, never loaded"
+    BAD_SHAPE = "bad_shape", 422, "a shape that is not a list of non-negative integers"
+    EMPTY_TENSOR = "empty_tensor", 422, "a tensor with a dimension of 0"
+    SHAPE_MISMATCH = "shape_mismatch", 422, "data that does not fill the declared shape"
+    BAD_VALUE = "bad_value", 422, "a value that is not a number of the dtype"
+    NON_FINITE = "non_finite", 422, "NaN or infinite input values"
+    MISSING_IMAGES = "missing_images", 422, "no images in the images field"
+    IMAGE_TOO_SMALL = "image_too_small", 422, "an image smaller than the model's minimum"
+    INTERNAL = "internal", 500, "an unexpected fault (logged; no details returned)"
+    NOT_READY = "not_ready", 503, "models still loading (Retry-After)"
+    OVERLOADED = "overloaded", 503, "every slot and queue place taken (Retry-After)"
+    UNAVAILABLE = "unavailable", 503, "the framework's own 503"
+    HTTP_ERROR = "http_error", 400, "any other framework error (its own status)"
+
+
 HTTP_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    406: "not_acceptable",
-    413: "body_too_large",
-    415: "unsupported_media_type",
-    422: "invalid_request",
-    503: "unavailable",
+    400: ErrorCode.BAD_REQUEST,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    406: ErrorCode.NOT_ACCEPTABLE,
+    413: ErrorCode.BODY_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    422: ErrorCode.INVALID_REQUEST,
+    503: ErrorCode.UNAVAILABLE,
 }
+"""The framework's own statuses, as codes."""
 
 
 class ErrorBody(BaseModel):
     """The error envelope, for the OpenAPI document."""
 
     error: str
-    code: str
+    code: ErrorCode
 
 
 class ApiError(Exception):
-    """A client-facing error: status, machine code, a sentence, optional headers."""
+    """A client-facing error: its code (which gives the status), a sentence, headers."""
 
     def __init__(
-        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+        self, code: ErrorCode, message: str, headers: Mapping[str, str] | None = None
     ) -> None:
         super().__init__(message)
-        self.status = status
         self.code = code
+        self.status = code.status
         self.message = message
         self.headers = dict(headers or {})
 
 
 def envelope(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    status: int, code: ErrorCode, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse({"error": message, "code": code}, status_code=status, headers=headers)
 
@@ -89,35 +149,28 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     return envelope(exc.status, exc.code, exc.message, exc.headers)
 
 
-async def _codec_error(_: Request, exc: Exception) -> JSONResponse:
-    if not isinstance(exc, CodecError):
-        raise exc
-    return envelope(exc.status, exc.code, exc.message)
-
-
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, StarletteHTTPException):
         raise exc
     status = exc.status_code
     detail = exc.detail if isinstance(exc.detail, str) else "request failed"
-    code = HTTP_CODES.get(status, "http_error")
+    code = HTTP_CODES.get(status, ErrorCode.HTTP_ERROR)
     return envelope(status, code, detail, exc.headers)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, RequestValidationError):
         raise exc
-    return envelope(422, "validation_error", _describe_validation(exc))
+    return envelope(422, ErrorCode.VALIDATION_ERROR, _describe_validation(exc))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return envelope(500, "internal", "internal server error")
+    return envelope(500, ErrorCode.INTERNAL, "internal server error")
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(CodecError, _codec_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

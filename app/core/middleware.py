@@ -11,12 +11,12 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import ApiError
+from app.core.errors import ApiError, ErrorCode
 from app.core.metrics import Metrics
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "body_too_large", f"the request body is larger than {limit} bytes")
+    return ApiError(ErrorCode.BODY_TOO_LARGE, f"the request body is larger than {limit} bytes")
 
 
 async def _send_error(send: Send, error: ApiError) -> None:

@@ -38,7 +38,7 @@ def binds(session: ort.InferenceSession, io_binding: bool) -> bool:
     return io_binding and bool(providers) and providers[0] == CUDA
 
 
-def run_session(
+def run_bound_or_plain(
     session: ort.InferenceSession, feeds: Mapping[str, np.ndarray], io_binding: bool
 ) -> list[np.ndarray]:
     """One run, bound on the session's GPU when ``binds``, else a plain ``session.run``."""

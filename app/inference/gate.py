@@ -13,7 +13,7 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
-from app.core.errors import ApiError
+from app.core.errors import ApiError, ErrorCode
 from app.core.metrics import Metrics
 
 T = TypeVar("T")
@@ -32,8 +32,7 @@ class InferenceGate:
         """Run ``fn`` on a worker thread once a slot is free; 503 when the line is full."""
         if self._slots.value == 0 and self._waiting >= self._max_waiting:
             raise ApiError(
-                503,
-                "overloaded",
+                ErrorCode.OVERLOADED,
                 "too many inference requests are waiting; retry shortly",
                 {"Retry-After": RETRY_AFTER_S},
             )

@@ -1,6 +1,6 @@
 """Bounded LRU of built /pool graphs, each kept as an onnxruntime session.
 
-The key is everything the graph depends on: (op, validated params, dtype, preference,
+The key is everything the graph depends on: (op, lowering kind, validated params, dtype,
 static H/W). Validated params are frozen pydantic models, so they hash by value.
 """
 
@@ -19,7 +19,6 @@ from app.core.metrics import Metrics
 @dataclass(frozen=True)
 class PoolGraph:
     session: ort.InferenceSession
-    lowering: str
     providers: tuple[str, ...]
     input_names: tuple[str, ...]
 

@@ -1,6 +1,6 @@
 """Every inference goes through ``Runner``: the gate, a worker thread, metrics, error mapping.
 
-``await runner.run(model, batch)`` is the one entry point for /descriptor. With batching on,
+``await runner.run_model(model, batch)`` is the one entry point for /descriptor. With batching on,
 a model's requests go through its ``DynamicBatcher``, which runs one coalesced batch at a time
 on its own thread (its bounded queue is the back-pressure); otherwise each request runs on the
 gate's worker threads.
@@ -18,10 +18,10 @@ from typing import TypeVar
 import numpy as np
 import onnxruntime as ort
 
-from app.core.errors import ApiError
+from app.core.errors import ApiError, ErrorCode
 from app.core.metrics import Metrics
 from app.inference.batcher import DynamicBatcher, QueueFullError
-from app.inference.binding import run_session
+from app.inference.binding import run_bound_or_plain
 from app.inference.gate import InferenceGate
 from app.inference.sessions import LoadedModel
 from export.runtime.sessions import ORT_ERRORS
@@ -46,7 +46,7 @@ class Runner:
         self.batchers = dict(batchers or {})
         self.io_binding = io_binding  # CUDA sessions only (see app.inference.binding)
 
-    async def run(self, model: str, batch: np.ndarray) -> np.ndarray:
+    async def run_model(self, model: str, batch: np.ndarray) -> np.ndarray:
         """The model's first output for one input batch."""
         batcher = self.batchers.get(model)
         if batcher is not None:
@@ -65,8 +65,7 @@ class Runner:
                 parts = await asyncio.gather(*(batcher.submit(c) for c in chunks))
         except QueueFullError as exc:
             raise ApiError(
-                503,
-                "overloaded",
+                ErrorCode.OVERLOADED,
                 "too many descriptor requests are queued; retry shortly",
                 {"Retry-After": str(exc.retry_after_s)},
             ) from exc
@@ -87,7 +86,7 @@ class Runner:
         self, label: str, session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]
     ) -> list[np.ndarray]:
         """Run any session on the gate's worker threads; ORT errors become envelopes."""
-        return await self.call(lambda: self._timed_run(label, session, feeds))
+        return await self.on_worker(lambda: self._timed_run(label, session, feeds))
 
     def _timed_run(
         self, label: str, session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]
@@ -95,11 +94,11 @@ class Runner:
         """One session run (on the calling thread), recorded in the inference metrics."""
         batch = int(next(iter(feeds.values())).shape[0]) if feeds else 0
         start = time.perf_counter()
-        result = run_session(session, feeds, self.io_binding)
+        result = run_bound_or_plain(session, feeds, self.io_binding)
         self.metrics.observe_inference(label, batch, time.perf_counter() - start)
         return result
 
-    async def call(self, fn: Callable[[], T]) -> T:
+    async def on_worker(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` under the gate, mapping onnxruntime's run errors."""
         with _ort_errors_as_envelopes():
             return await self.gate.run(fn)
@@ -113,8 +112,8 @@ def _ort_errors_as_envelopes() -> Iterator[None]:
     except _INVALID_ARGUMENT as exc:
         log.info("onnxruntime refused the input: %s", exc)
         raise ApiError(
-            422, "invalid_input", "the model refused this input (shape or dtype)"
+            ErrorCode.INVALID_INPUT, "the model refused this input (shape or dtype)"
         ) from exc
     except ORT_ERRORS as exc:
         log.error("onnxruntime failed", exc_info=exc)
-        raise ApiError(500, "internal", "internal server error") from exc
+        raise ApiError(ErrorCode.INTERNAL, "internal server error") from exc

@@ -17,24 +17,15 @@ from onnxscript import GraphBuilder, build_function
 
 import export.runtime.lowerings  # noqa: F401  (registers every lowering)
 from export.runtime.errors import LoweringError
-from export.runtime.lowering import Kind, Lowering, Outputs, Prefer, select_lowering
+from export.runtime.lowering import FLOAT_DTYPES, Kind, Lowering, Outputs, Prefer, select_lowering
 from export.runtime.versions import CUSTOM_DOMAIN, CUSTOM_OPSET, IR_VERSION, OPSET
+from models.pooling import get_pool_spec
+from models.pooling.registry import TensorSpec
 
-DTYPES = {
-    "float32": ir.DataType.FLOAT,
-    "float16": ir.DataType.FLOAT16,
-}
+DTYPES = {name: ir.DataType.from_numpy(np.dtype(name)) for name in FLOAT_DTYPES}
+"""The float dtypes graphs are built in, as ONNX element types."""
 NCHW = ("N", "C", "H", "W")
-"""Symbolic input dims: batch, channels and spatial size are all free."""
-SECOND_INPUTS: dict[str, tuple[ir.DataType | None, tuple[str | int, ...]]] = {
-    "y": (None, ("N", "C2", "H", "W")),
-    "indices": (ir.DataType.INT64, NCHW),
-    "samples": (None, ("N", "C", 2)),
-}
-"""Inputs other than ``x``: (dtype, or None for the requested float dtype; symbolic dims).
-A second stream ``y`` shares x's batch and grid but not its channels; max-pool ``indices``
-are int64 with x's shape; fractional_max's ``samples`` are torch's ``_random_samples``,
-one (width, height) pair in [0, 1) per plane."""
+"""Symbolic output dims when a custom node gives none."""
 
 
 def build_pool_graph(
@@ -73,27 +64,50 @@ def build_pool_graph(
     if dtype not in DTYPES:
         raise LoweringError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     lowering = select_lowering(op, params, dtype, prefer, kind)
+    return build_lowered_graph(lowering, params, dtype, static_hw=static_hw, weights=weights)
+
+
+def build_lowered_graph(
+    lowering: Lowering,
+    params: Any,
+    dtype: str = "float32",
+    *,
+    static_hw: tuple[int, int] | None = None,
+    weights: Mapping[str, np.ndarray] | None = None,
+) -> onnx.ModelProto:
+    """``build_pool_graph`` with the lowering already chosen (see there)."""
+    if dtype not in DTYPES:
+        raise LoweringError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    spec = get_pool_spec(lowering.op)
     fixed = _fixed_dims(lowering, params, static_hw)
-    inputs = [_input(name, dtype, fixed) for name in lowering.inputs]
-    graph = ir.Graph(inputs, [], nodes=[], opset_imports={"": OPSET}, name=f"{op}_{lowering.kind}")
+    inputs = [_input(spec.input_spec(name), dtype, fixed) for name in lowering.inputs]
+    name = f"{lowering.op}_{lowering.kind}"
+    graph = ir.Graph(inputs, [], nodes=[], opset_imports={"": OPSET}, name=name)
     extra = {}
     if lowering.weight_shapes is not None:
         extra["weights"] = _initializers(graph, lowering, params, weights, dtype)
     elif weights is not None:
-        raise LoweringError(f"op {op!r} has no learned weights; do not pass weights")
+        raise LoweringError(f"op {lowering.op!r} has no learned weights; do not pass weights")
     outputs = _as_tuple(lowering.build(GraphBuilder(graph).op, params, *inputs, **extra))
-    names = _output_names(len(outputs), taken=lowering.inputs)
-    for value, name in zip(outputs, names, strict=True):
+    _add_outputs(graph, outputs, lowering.inputs, dtype)
+    _import_custom_domain(graph)
+    model = ir.Model(graph, ir_version=IR_VERSION, producer_name="poolserve")
+    model.metadata_props.update({"poolserve.op": lowering.op, "poolserve.lowering": lowering.kind})
+    return ir.serde.serialize_model(model)
+
+
+def _add_outputs(
+    graph: ir.Graph, outputs: tuple[ir.Value, ...], taken: tuple[str, ...], dtype: str
+) -> None:
+    """Name the lowering's outputs and make them the graph's, typed where a custom node
+    left them untyped."""
+    for value, name in zip(outputs, _output_names(len(outputs), taken), strict=True):
         value.name = name
         if value.type is None:  # custom ops carry no type inference
             value.type = ir.TensorType(DTYPES[dtype] if value is outputs[0] else ir.DataType.INT64)
         if value.shape is None:
             value.shape = ir.Shape([None] * len(NCHW))
         graph.outputs.append(value)
-    _import_custom_domain(graph)
-    model = ir.Model(graph, ir_version=IR_VERSION, producer_name="poolserve")
-    model.metadata_props.update({"poolserve.op": op, "poolserve.lowering": lowering.kind})
-    return ir.serde.serialize_model(model)
 
 
 def build_pool_function(lowering: Lowering, params: Any, x: ir.Value, name: str) -> ir.Function:
@@ -133,7 +147,8 @@ def _fixed_dims(
             f"op {lowering.op!r} is built for one input size (its structure depends on H and "
             "W); pass static_hw=(H, W) to build_pool_graph"
         )
-    for symbol, size in (lowering.fixed_dims(params) if lowering.fixed_dims else {}).items():
+    spec = get_pool_spec(lowering.op)
+    for symbol, size in (spec.fixed_dims(params) if spec.fixed_dims else {}).items():
         if fixed.get(symbol, size) != size:
             raise LoweringError(
                 f"op {lowering.op!r} with these params needs {symbol} = {size}, but static_hw "
@@ -143,10 +158,11 @@ def _fixed_dims(
     return fixed
 
 
-def _input(name: str, dtype: str, fixed: Mapping[str, int]) -> ir.Value:
-    elem, dims = SECOND_INPUTS.get(name, (None, NCHW))
-    shape = ir.Shape([fixed.get(d, d) if isinstance(d, str) else d for d in dims])
-    return ir.Value(name=name, type=ir.TensorType(elem or DTYPES[dtype]), shape=shape)
+def _input(tensor: TensorSpec, dtype: str, fixed: Mapping[str, int]) -> ir.Value:
+    """A graph input as the registry describes it; dims the params fix become numbers."""
+    elem = ir.DataType.INT64 if tensor.dtype == "int64" else DTYPES[dtype]
+    shape = ir.Shape([fixed.get(d, d) if isinstance(d, str) else d for d in tensor.dims])
+    return ir.Value(name=tensor.name, type=ir.TensorType(elem), shape=shape)
 
 
 def _initializers(

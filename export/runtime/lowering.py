@@ -23,14 +23,16 @@ Some lowerings need more than the params, and say so in their ``Lowering`` field
 - ``weight_shapes``: learned weights (netvlad, nonlocal), by the torch module's
   ``state_dict()`` key; ``build`` gets them as initializers, ``build(op, params, *inputs,
   weights={key: value})``;
-- ``fixed_dims``: input dims (by symbol, ``C``, ``H``, ``W``) that the params fix, so the
-  graph input declares them and onnxruntime rejects a wrong size before running.
+
+Each lowering also states its cost before anything is built (``export.runtime.cost``):
+``nodes``, the exact node count of the graph ``build_pool_graph`` writes, and
+``peak_bytes``, the largest total of tensors alive at once while that graph runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import onnx_ir as ir
@@ -59,8 +61,9 @@ def outputs(values: object, count: int) -> tuple[ir.Value, ...]:
 
 
 STANDARD_KINDS: tuple[Kind, ...] = ("native", "decomposition")
-DTYPES = frozenset({"float32", "float16"})
-"""float64 is left out: onnxruntime's CPU provider has no double AveragePool or LpPool."""
+FLOAT_DTYPES = ("float32", "float16")
+"""The float dtypes graphs are built in. float64 is left out: onnxruntime's CPU provider has
+no double AveragePool or LpPool."""
 
 
 def _no_limit(params: Any) -> str | None:
@@ -69,8 +72,13 @@ def _no_limit(params: Any) -> str | None:
 
 WeightShapes = Callable[[Any], Mapping[str, tuple[int, ...]]]
 """params -> the weights a lowering needs: state_dict key -> shape."""
-FixedDims = Callable[[Any], Mapping[str, int]]
-"""params -> input dims the params fix, by symbol (``{"C": 512}``)."""
+Shape = tuple[int, ...]
+NodeCount = Callable[[Any, Shape], int]
+"""params, x's (N, C, H, W) -> how many nodes the graph has (only rmac's depends on x)."""
+PeakBytes = Callable[[Any, Sequence[Shape], int], int]
+"""params, the input shapes (x first), bytes per float element -> the largest total of
+intermediate and output tensors alive at once while the graph runs (inputs and weights not
+counted: the request and the model already hold them)."""
 
 
 @dataclass(frozen=True)
@@ -91,21 +99,23 @@ class Lowering:
         weight_shapes: the learned weights ``build`` needs (key -> shape), or None.
         unused_weights: state_dict keys accepted and ignored (BatchNorm's
             ``num_batches_tracked``), so a whole state_dict can be passed.
-        fixed_dims: input dims the params fix (symbol -> size), or None.
+        nodes: the graph's exact node count (see ``NodeCount``).
+        peak_bytes: its peak memory while running (see ``PeakBytes``).
     """
 
     op: str
     kind: Kind
     build: Callable[..., Outputs]
     limitation: Callable[[Any], str | None] = _no_limit
-    dtypes: frozenset[str] = field(default=DTYPES)
+    dtypes: frozenset[str] = frozenset(FLOAT_DTYPES)
     inputs: tuple[str, ...] = ("x",)
     tolerance: float = 1e-5
     note: str = ""
     needs_static_hw: bool = False
     weight_shapes: WeightShapes | None = None
     unused_weights: frozenset[str] = frozenset()
-    fixed_dims: FixedDims | None = None
+    nodes: NodeCount | None = None
+    peak_bytes: PeakBytes | None = None
 
     @property
     def needs_weights(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -157,3 +158,21 @@ def verify_repository(root: str | Path, names: list[str] | None = None) -> Manif
     if problems:
         raise ManifestError("model repository check failed:\n  " + "\n  ".join(problems))
     return manifest
+
+
+def merge_repositories(into: str | Path, source: str | Path) -> Manifest:
+    """Add every model of ``source`` to ``into``: copy their folders, merge the manifests
+    (``source``'s entries win on a clash), verify every file. For models exported elsewhere
+    and carried to a host whose torch cannot export them (docs/gpu-check.md).
+
+    Raises:
+        ManifestError: either manifest is unreadable, or a merged file's digest is wrong.
+    """
+    into, source = Path(into), Path(source)
+    target, extra = load_manifest(into), load_manifest(source)
+    for entry in extra.models.values():
+        folder = Path(entry.path).parts[0]
+        shutil.copytree(source / folder, into / folder, dirs_exist_ok=True)
+    merged = target.model_copy(update={"models": {**target.models, **extra.models}})
+    (into / MANIFEST_NAME).write_text(merged.model_dump_json(indent=2) + "\n")
+    return verify_repository(into)

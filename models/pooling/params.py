@@ -171,3 +171,18 @@ class WindowParams(PoolParams):
     def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
         n, c, h, w = check_nchw(shapes[0], type(self).__name__)
         return (n, c, *self.output_hw(h, w))
+
+
+def window_work(params: WindowParams, shapes: Sequence[tuple[int, ...]]) -> int:
+    """A sliding window's work: every output element reads its kernel's k_h * k_w inputs."""
+    kh, kw = params.kernel_size
+    return math.prod(params.output_shape(*shapes)) * kh * kw
+
+
+def adaptive_span(size: int, bins: int) -> int:
+    """How many input positions torch's ``bins`` adaptive bins over ``size`` read in all.
+
+    Bin i covers [floor(i * size / bins), ceil((i + 1) * size / bins)); the lengths sum to
+    size + bins - gcd(size, bins) (a bin overlaps the next one except where the split is exact).
+    """
+    return size + bins - math.gcd(size, bins)

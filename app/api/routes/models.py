@@ -70,9 +70,9 @@ def _op_info(name: str, services: ServicesDep) -> OpInfo:
     return OpInfo(
         name=name,
         summary=spec.summary,
-        inputs=list(spec.inputs),
+        inputs=list(spec.input_names),
         learnable=spec.learnable,
-        models=services.pool.pool_entries(name),
+        models=services.pools.entries_for(name),
         lowerings=[lw.kind for lw in lowerings_for(name)],
         params_schema=spec.params.model_json_schema(),
     )

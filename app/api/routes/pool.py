@@ -8,21 +8,24 @@ from typing import Any
 import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from starlette.datastructures import UploadFile
 
 from app.api.deps import ServicesDep, SettingsDep
 from app.api.negotiation import NPY, check_output, media_type, npy_response, wants_npy
 from app.codecs.tensor import TensorLimits, decode_json_tensor, parse_npy, to_json_tensor
 from app.core.config import Settings
-from app.core.errors import ApiError, responses
-from app.inference.pool import PoolCall, PoolResult
+from app.core.errors import ApiError, ErrorCode, responses
+from app.inference.pool import PoolRequest, PoolResult
+from export.runtime.lowering import FLOAT_DTYPES
+from models.pooling.registry import extra_input_names, extra_input_spec
 
 router = APIRouter(tags=["pool"])
-SECOND_TENSORS = ("indices", "y", "samples")
-"""Extra inputs by name: max_unpool's indices, bilinear2's y, fractional_max's samples."""
+EXTRA_INPUTS = extra_input_names()
+"""Every op input other than x, from the registry (max_unpool's indices, bilinear2's y...)."""
 RESERVED_QUERY = frozenset({"op", "model"})
-DTYPES = ("float32", "float16", "int64")
+WIRE_DTYPES = (*FLOAT_DTYPES, "int64")
+"""What a tensor may be sent as: the float dtypes graphs take, int64 for index inputs."""
 
 
 class JsonTensor(BaseModel):
@@ -34,19 +37,25 @@ class JsonTensor(BaseModel):
     data: list[Any] = Field(description="the values, flat or nested")
 
 
-class PoolJsonBody(BaseModel):
-    """The JSON body form of /pool."""
+class PoolJsonFields(BaseModel):
+    """The JSON body form of /pool, without the extra inputs (``PoolJsonBody`` adds them)."""
 
     model_config = ConfigDict(extra="forbid")
     op: str = Field(description="a registered op name (GET /models lists them)")
     params: dict[str, Any] = Field(default_factory=dict, description="the op's parameters")
     model: str | None = Field(None, description="learnable ops: the repository entry to run")
     tensor: JsonTensor
-    indices: JsonTensor | None = Field(None, description="max_unpool: the max-pool indices")
-    y: JsonTensor | None = Field(None, description="bilinear2: the second stream")
-    samples: JsonTensor | None = Field(
-        None, description="fractional_max: (N, C, 2) samples in [0, 1); drawn from seed if absent"
-    )
+
+
+PoolJsonBody: type[PoolJsonFields] = create_model(
+    "PoolJsonBody",
+    __base__=PoolJsonFields,
+    __doc__="The JSON body form of /pool.",
+    **{  # type: ignore[call-overload]
+        name: (JsonTensor | None, Field(None, description=extra_input_spec(name).doc))
+        for name in EXTRA_INPUTS
+    },
+)
 
 
 class PoolResponse(BaseModel):
@@ -82,7 +91,8 @@ OPENAPI_EXTRA: dict[str, Any] = {
                     "params": {"type": "string", "description": "the op's params as a JSON object"},
                     "model": {"type": "string"},
                     "tensor": _npy_schema("the input, .npy"),
-                    **{name: _npy_schema(f"second input {name}, .npy") for name in SECOND_TENSORS},
+                    **{name: _npy_schema(f"{extra_input_spec(name).doc}, .npy")
+                       for name in EXTRA_INPUTS},
                 },
             }},
         },
@@ -117,7 +127,7 @@ def _loads(raw: bytes | str, what: str) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):  # includes UnicodeDecodeError and huge ints
-        raise ApiError(400, "invalid_json", f"{what} is not valid JSON") from None
+        raise ApiError(ErrorCode.INVALID_JSON, f"{what} is not valid JSON") from None
 
 
 def _describe(exc: ValidationError) -> str:
@@ -128,17 +138,19 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _from_json(raw: bytes, settings: Settings) -> PoolCall:
+def _from_json(raw: bytes, settings: Settings) -> PoolRequest:
     try:
         body = PoolJsonBody.model_validate(_loads(raw, "the body"))
     except ValidationError as exc:
-        raise ApiError(422, "validation_error", _describe(exc)) from None
+        raise ApiError(ErrorCode.VALIDATION_ERROR, _describe(exc)) from None
     limits = _limits(settings, json_form=True)
     tensors = {}
-    for name, value in (("x", body.tensor), *((n, getattr(body, n)) for n in SECOND_TENSORS)):
+    for name, value in (("x", body.tensor), *((n, getattr(body, n)) for n in EXTRA_INPUTS)):
         if value is not None:
-            tensors[name] = decode_json_tensor(value.shape, value.dtype, value.data, limits, DTYPES)
-    return PoolCall(body.op, body.params, tensors, body.model)
+            tensors[name] = decode_json_tensor(
+                value.shape, value.dtype, value.data, limits, WIRE_DTYPES
+            )
+    return PoolRequest(body.op, body.params, tensors, body.model)
 
 
 def _query_value(values: list[str]) -> Any:
@@ -152,46 +164,48 @@ def _query_value(values: list[str]) -> Any:
     return parsed[0] if len(parsed) == 1 else parsed
 
 
-def _from_npy(request: Request, raw: bytes, settings: Settings) -> PoolCall:
+def _from_npy(request: Request, raw: bytes, settings: Settings) -> PoolRequest:
     query = request.query_params
     if any(len(query.getlist(key)) > 1 for key in RESERVED_QUERY):
-        raise ApiError(422, "invalid_query", "give op and model at most once each")
+        raise ApiError(ErrorCode.INVALID_QUERY, "give op and model at most once each")
     op = query.get("op")
     if not op:
-        raise ApiError(422, "missing_op", "the npy form names the op in the query: ?op=max")
+        raise ApiError(ErrorCode.MISSING_OP, "the npy form names the op in the query: ?op=max")
     params = {k: _query_value(query.getlist(k)) for k in query if k not in RESERVED_QUERY}
-    x = parse_npy(raw, _limits(settings, json_form=False), DTYPES)
-    return PoolCall(op, params, {"x": x}, query.get("model"))
+    x = parse_npy(raw, _limits(settings, json_form=False), WIRE_DTYPES)
+    return PoolRequest(op, params, {"x": x}, query.get("model"))
 
 
-async def _from_multipart(request: Request, settings: Settings) -> PoolCall:
-    form = await request.form(max_files=1 + len(SECOND_TENSORS), max_fields=3)
+async def _from_multipart(request: Request, settings: Settings) -> PoolRequest:
+    form = await request.form(max_files=1 + len(EXTRA_INPUTS), max_fields=3)
     try:
         op = form.get("op")
         if not isinstance(op, str) or not op:
-            raise ApiError(422, "missing_op", "the multipart form needs an op field")
+            raise ApiError(ErrorCode.MISSING_OP, "the multipart form needs an op field")
         raw_params = form.get("params")
         params = _loads(raw_params, "the params part") if isinstance(raw_params, str) else {}
         if not isinstance(params, dict):
-            raise ApiError(422, "invalid_params", "the params part must be a JSON object")
+            raise ApiError(ErrorCode.INVALID_PARAMS, "the params part must be a JSON object")
         model = form.get("model")
         limits = _limits(settings, json_form=False)
         tensors = {}
-        for field_name, name in (("tensor", "x"), *((n, n) for n in SECOND_TENSORS)):
+        for field_name, name in (("tensor", "x"), *((n, n) for n in EXTRA_INPUTS)):
             part = form.get(field_name)
             if isinstance(part, UploadFile):
-                tensors[name] = parse_npy(await part.read(), limits, DTYPES)
+                tensors[name] = parse_npy(await part.read(), limits, WIRE_DTYPES)
             elif part is not None:
-                raise ApiError(422, "missing_tensor", f"the {field_name} part must be a .npy file")
-        return PoolCall(op, params, tensors, model if isinstance(model, str) else None)
+                raise ApiError(
+                    ErrorCode.MISSING_TENSOR, f"the {field_name} part must be a .npy file"
+                )
+        return PoolRequest(op, params, tensors, model if isinstance(model, str) else None)
     finally:
         await form.close()
 
 
 def _headers(result: PoolResult) -> dict[str, str]:
     headers = {"X-Poolserve-Provider": result.provider, "X-Poolserve-Lowering": result.lowering}
-    if "samples" in result.notes:
-        headers["X-Poolserve-Samples"] = result.notes["samples"]
+    for name, how in result.drawn.items():  # X-Poolserve-Samples: client, or how it was drawn
+        headers[f"X-Poolserve-{name.capitalize()}"] = how
     return headers
 
 
@@ -202,9 +216,9 @@ def _respond(request: Request, result: PoolResult) -> Response:
     if wants_npy(request):
         if "indices" in result.outputs:
             raise ApiError(
-                406, "not_acceptable",
+                ErrorCode.NOT_ACCEPTABLE,
                 "this op returns values and indices; ask for JSON to get both",
-            )  # fmt: skip
+            )
         return npy_response(result.outputs["y"], headers)
     body: dict[str, Any] = {
         "op": result.op,
@@ -235,8 +249,7 @@ async def pool(request: Request, services: ServicesDep, settings: SettingsDep) -
         call = _from_npy(request, await request.body(), settings)
     else:
         raise ApiError(
-            415, "unsupported_media_type",
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             f"send application/json, {NPY} or multipart/form-data",
-        )  # fmt: skip
-    result = await services.pool.pool(call)
-    return _respond(request, result)
+        )
+    return _respond(request, await services.pools.run(call))

@@ -12,13 +12,14 @@ axis as it is.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import onnx_ir as ir
 
 from export.runtime.lowering import Lowering, Ops, Outputs, outputs, register_lowering
 from export.runtime.lowerings._common import const_i64, scalar_like
+from export.runtime.lowerings._cost import INT64, Shape, out_elements
 from export.runtime.shape_rules import Minimum, register_shape_rule
 from export.runtime.versions import CUSTOM_DOMAIN, CUSTOM_OPSET
 from models.pooling.schemas.adaptive import AdaptiveMaxParams, AdaptiveParams
@@ -156,8 +157,127 @@ def global_shape(p: Any, shape: tuple[Any, ...], minimum: Minimum = min) -> tupl
     return shape[0], shape[1], 1, 1
 
 
+# Costs. The per-bin decompositions unroll every bin, so their counts are closed forms in
+# output_size: a request for a huge grid is refused from these numbers, never by building it.
+
+SizePair = tuple[int | None, int | None]
+
+
+def _axis_nodes(bins: int | None) -> int:
+    """``pool_axis``: Shape, then per bin 5 bound nodes, Slice, its axes, the reduction and
+    its axes; a Concat joins several bins."""
+    return 0 if bins is None else 1 + 9 * bins + (bins > 1)
+
+
+def adaptive_nodes(size: SizePair) -> int:
+    """Nodes ``adaptive`` emits; (1, 1) is one reduction and its axes."""
+    return 2 if size == (1, 1) else _axis_nodes(size[1]) + _axis_nodes(size[0])
+
+
+def _widest_bin(size: int, bins: int) -> int:
+    """The longest of torch's bins: with q, r = divmod(size, bins), bin i is
+    q + ceil((i + 1) r / bins) - floor(i r / bins) long, q + 2 when a multiple of bins lies
+    strictly inside (i r, (i + 1) r), which some i has unless r divides bins."""
+    q, r = divmod(size, bins)
+    return q if r == 0 else q + 1 + (bins % r != 0)
+
+
+def adaptive_peak(size: SizePair, shape: Shape) -> int:
+    """Float elements alive at once in ``adaptive``. Each axis pass holds the bins reduced
+    so far plus the widest bin's slice (or, at its end, the bins plus their Concat); the H
+    pass also holds the W pass's result until its last slice."""
+    n, c, h, w = shape
+    oh, ow = size
+    if size == (1, 1):
+        return n * c
+    along_w = 0 if ow is None else n * c * h * (ow + _widest_bin(w, ow))
+    held, width = (0, w) if ow is None else (n * c * h * ow, ow)
+    along_h = 0 if oh is None else held + n * c * width * (oh + _widest_bin(h, oh))
+    return max(along_w, along_h)
+
+
+def _indices_nodes(oh: int, ow: int) -> int:
+    """``_max_with_indices``: 2 Shapes, 5 bound nodes per row, 20 nodes per cell (bounds,
+    slice, argmax arithmetic, max), and 7 to build the grid and reshape both results."""
+    return 9 + 5 * oh + 20 * oh * ow
+
+
+def _indices_peak(oh: int, ow: int, shape: Shape, itemsize: int) -> int:
+    """Per cell the slice and its reshaped copy of the largest rectangle, beside every cell's
+    max and index so far; at the end the values plus the indices, concatenated and reshaped."""
+    n, c, h, w = shape
+    cells = n * c * oh * ow
+    rectangle = n * c * _widest_bin(h, oh) * _widest_bin(w, ow)
+    while_slicing = 2 * rectangle * itemsize + cells * (itemsize + INT64)
+    return max(while_slicing, cells * (itemsize + 2 * INT64))
+
+
+def _adaptive_avg_nodes(p: AdaptiveParams, x: Shape) -> int:
+    return adaptive_nodes(p.output_size)
+
+
+def _adaptive_avg_peak(p: AdaptiveParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    return adaptive_peak(p.output_size, shapes[0]) * itemsize
+
+
+def _adaptive_max_nodes(p: AdaptiveMaxParams, x: Shape) -> int:
+    oh, ow = p.output_size
+    if p.return_indices and oh is not None and ow is not None:
+        return _indices_nodes(oh, ow)
+    return adaptive_nodes(p.output_size)
+
+
+def _adaptive_max_peak(p: AdaptiveMaxParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    oh, ow = p.output_size
+    if p.return_indices and oh is not None and ow is not None:
+        return _indices_peak(oh, ow, shapes[0], itemsize)
+    return adaptive_peak(p.output_size, shapes[0]) * itemsize
+
+
+def _one_node(p: Any, x: Shape) -> int:
+    """A single native or contrib node."""
+    return 1
+
+
+def _outputs_only(p: Any, shapes: Sequence[Shape], itemsize: int) -> int:
+    """A single node holds nothing but its outputs (a custom op's indices are int64)."""
+    indices = INT64 if getattr(p, "return_indices", False) else 0
+    return out_elements(p, shapes) * (itemsize + indices)
+
+
+def _avgmax_nodes(p: AdaptiveParams, x: Shape) -> int:
+    """The avg and max passes, then Add, and Mul by 0.5 (Constant + CastLike)."""
+    return 2 * adaptive_nodes(p.output_size) + 4
+
+
+def _avgmax_peak(p: AdaptiveParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """The avg result stays alive through the max pass; then avg, max and their sum."""
+    half = out_elements(p, shapes)
+    return max(half + adaptive_peak(p.output_size, shapes[0]), 3 * half) * itemsize
+
+
+def _avgmax_cat_nodes(p: AdaptiveParams, x: Shape) -> int:
+    """The avg and max passes and one Concat."""
+    return 2 * adaptive_nodes(p.output_size) + 1
+
+
+def _avgmax_cat_peak(p: AdaptiveParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """As avgmax_add, ending with avg, max and their Concat (twice each)."""
+    half = out_elements(p, shapes) // 2
+    return max(half + adaptive_peak(p.output_size, shapes[0]), 4 * half) * itemsize
+
+
 _SLICES = "per-bin Slices with bounds from Shape, ReduceMean/ReduceMax, Concat"
-register_lowering(Lowering("adaptive_avg", "decomposition", adaptive_avg_decomposed, note=_SLICES))
+register_lowering(
+    Lowering(
+        "adaptive_avg",
+        "decomposition",
+        adaptive_avg_decomposed,
+        note=_SLICES,
+        nodes=_adaptive_avg_nodes,
+        peak_bytes=_adaptive_avg_peak,
+    )
+)
 register_lowering(
     Lowering(
         "adaptive_max",
@@ -165,6 +285,8 @@ register_lowering(
         adaptive_max_decomposed,
         limitation=_indices_need_sizes,
         note=_SLICES + "; indices by ArgMax per cell",
+        nodes=_adaptive_max_nodes,
+        peak_bytes=_adaptive_max_peak,
     )
 )
 register_lowering(
@@ -174,15 +296,49 @@ register_lowering(
         adaptive_max_custom,
         dtypes=frozenset({"float32"}),
         note="ai.onnx.contrib AdaptiveMaxPool2d[WithIndices] (onnxruntime-extensions PyOp)",
+        nodes=_one_node,
+        peak_bytes=_outputs_only,
     )
 )
-register_lowering(Lowering("global_avg", "native", global_avg_native, note="GlobalAveragePool"))
-register_lowering(Lowering("global_max", "native", global_max_native, note="GlobalMaxPool"))
 register_lowering(
-    Lowering("avgmax_add", "decomposition", avgmax_add_decomposed, note="adaptive avg + max")
+    Lowering(
+        "global_avg",
+        "native",
+        global_avg_native,
+        note="GlobalAveragePool",
+        nodes=_one_node,
+        peak_bytes=_outputs_only,
+    )
 )
 register_lowering(
-    Lowering("avgmax_cat", "decomposition", avgmax_cat_decomposed, note="Concat(avg, max)")
+    Lowering(
+        "global_max",
+        "native",
+        global_max_native,
+        note="GlobalMaxPool",
+        nodes=_one_node,
+        peak_bytes=_outputs_only,
+    )
+)
+register_lowering(
+    Lowering(
+        "avgmax_add",
+        "decomposition",
+        avgmax_add_decomposed,
+        note="adaptive avg + max",
+        nodes=_avgmax_nodes,
+        peak_bytes=_avgmax_peak,
+    )
+)
+register_lowering(
+    Lowering(
+        "avgmax_cat",
+        "decomposition",
+        avgmax_cat_decomposed,
+        note="Concat(avg, max)",
+        nodes=_avgmax_cat_nodes,
+        peak_bytes=_avgmax_cat_peak,
+    )
 )
 for _name in ("adaptive_avg", "adaptive_max", "avgmax_add"):
     register_shape_rule(_name, _adaptive_shape)

@@ -19,11 +19,15 @@ double precision, as Python computes it, so one graph serves every input size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import onnx_ir as ir
 
 from export.runtime.lowering import Lowering, Ops, Outputs, outputs, register_lowering
 from export.runtime.lowerings._common import const_i64
+from export.runtime.lowerings._cost import INT64 as INT64_BYTES
+from export.runtime.lowerings._cost import Shape, in_elements, out_elements, window_area
 from export.runtime.versions import CUSTOM_DOMAIN, CUSTOM_OPSET
 from models.pooling.schemas.fractional import FractionalMaxParams
 
@@ -120,6 +124,31 @@ def fractional_custom(op: Ops, p: FractionalMaxParams, x: ir.Value, samples: ir.
     return op.FractionalMaxPool2d(x, samples, **attrs)
 
 
+def _fractional_nodes(p: FractionalMaxParams, x: Shape) -> int:
+    # Per axis: the sample's Gather + index, the output length (one Constant, or a ratio
+    # Constant, Cast, Mul, Floor, Cast) and the 27 nodes of _interval_starts.
+    length = 1 if p.output_size is not None else 5
+    per_axis = 2 + length + 27
+    # H and W (Shape + Squeeze each), the samples' Cast; _window_index (18); x and the
+    # index flattened, gathered and reshaped back (7); _window_argmax (8); the pooled
+    # GatherElements + Squeeze + axes, and the same three again for the indices.
+    return 5 + 2 * per_axis + 18 + 7 + 8 + (6 if p.return_indices else 3)
+
+
+def _fractional_peak(p: FractionalMaxParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """At the first GatherElements: the int64 window index twice (shaped per window, and
+    flattened for the gather), the gathered values, and x flattened by a Reshape (a copy
+    in the measurement, which counts every node output)."""
+    windows = out_elements(p, shapes) * window_area(p)
+    return windows * (2 * INT64_BYTES + itemsize) + in_elements(shapes) * itemsize
+
+
+def _custom_peak(p: FractionalMaxParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """Only the kernel's outputs (values, and int64 indices when asked)."""
+    index = INT64_BYTES if p.return_indices else 0
+    return out_elements(p, shapes) * (itemsize + index)
+
+
 _INPUTS = ("x", "samples")
 register_lowering(
     Lowering(
@@ -129,6 +158,8 @@ register_lowering(
         inputs=_INPUTS,
         note="samples input; float32 interval Range/Floor arithmetic, GatherElements, "
         "ArgMax (torch's tie and NaN rule), GatherElements",
+        nodes=_fractional_nodes,
+        peak_bytes=_fractional_peak,
     )
 )
 register_lowering(
@@ -139,5 +170,7 @@ register_lowering(
         inputs=_INPUTS,
         dtypes=frozenset({"float32"}),
         note="ai.onnx.contrib FractionalMaxPool2d[WithIndices] (onnxruntime-extensions PyOp)",
+        nodes=lambda p, x: 1,  # the one contrib node, with or without indices
+        peak_bytes=_custom_peak,
     )
 )

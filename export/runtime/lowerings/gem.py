@@ -8,10 +8,13 @@ parameter-free layers).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import onnx_ir as ir
 
 from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
 from export.runtime.lowerings._common import const_i64, scalar_like
+from export.runtime.lowerings._cost import Shape, in_elements
 from export.runtime.lowerings.adaptive import global_shape
 from export.runtime.shape_rules import register_shape_rule
 from models.pooling.schemas.gem import GeMParams
@@ -24,7 +27,21 @@ def gem_decomposed(op: Ops, p: GeMParams, x: ir.Value) -> Outputs:
     return op.Pow(mean, scalar_like(op, 1.0 / p.p, x))
 
 
+def _gem_peak(p: GeMParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """The clamped input and its power, both input-sized, meet at the first Pow; the
+    (N, C, 1, 1) mean and result are negligible beside them."""
+    return 2 * in_elements(shapes) * itemsize
+
+
 register_lowering(
-    Lowering("gem", "decomposition", gem_decomposed, note="Max, Pow, ReduceMean, Pow")
+    Lowering(
+        "gem",
+        "decomposition",
+        gem_decomposed,
+        note="Max, Pow, ReduceMean, Pow",
+        # three scalars (Constant + CastLike each), Max, Pow, axes Constant, ReduceMean, Pow
+        nodes=lambda p, x: 11,
+        peak_bytes=_gem_peak,
+    )
 )
 register_shape_rule("gem", global_shape)

@@ -9,12 +9,14 @@ from the divisor), times kh * kw, to the power 1 / p; ``p = inf`` is MaxPool of 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import onnx_ir as ir
 
 from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
 from export.runtime.lowerings._common import scalar_like
+from export.runtime.lowerings._cost import Shape, in_elements, out_elements
 from export.runtime.shape_rules import Minimum, register_shape_rule, window_length
 from models.pooling.schemas.lp import LpParams
 
@@ -40,7 +42,27 @@ def _lp_shape(p: Any, shape: tuple[Any, ...], minimum: Minimum = min) -> tuple[A
     return n, c, out_h, window_length(w, kw, sw, (0, 0), 1, p.ceil_mode, minimum)
 
 
+def _lp_nodes(p: LpParams, x: Shape) -> int:
+    """Abs, MaxPool for p = inf; else three scalars (Constant + CastLike each) and Pow,
+    AveragePool, Mul, Pow."""
+    return 2 if math.isinf(p.norm_type) else 10
+
+
+def _lp_peak(p: LpParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """The input-sized |x| or x ** p alive while the pool writes its output; afterwards
+    only two output-sized tensors (Mul, then Pow) are alive at once."""
+    out = out_elements(p, shapes)
+    return max(in_elements(shapes) + out, 2 * out) * itemsize
+
+
 register_lowering(
-    Lowering("lp", "decomposition", lp_decomposed, note="Pow, AveragePool, Mul, Pow (torch's form)")
+    Lowering(
+        "lp",
+        "decomposition",
+        lp_decomposed,
+        note="Pow, AveragePool, Mul, Pow (torch's form)",
+        nodes=_lp_nodes,
+        peak_bytes=_lp_peak,
+    )
 )
 register_shape_rule("lp", _lp_shape)

@@ -9,10 +9,14 @@ in the library. The custom lowering is one ``ai.onnx.contrib`` node run by a Num
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import onnx_ir as ir
 
 from export.runtime.lowering import Lowering, Ops, Outputs, outputs, register_lowering
 from export.runtime.lowerings._common import const_i64, ones_plane, scalar_like
+from export.runtime.lowerings._cost import INT64, Shape, out_elements, window_area
 from export.runtime.lowerings._windows import pad_overhang, pooled_hw, window_stack
 from export.runtime.shape_rules import register_shape_rule, window_shape
 from export.runtime.versions import CUSTOM_DOMAIN, CUSTOM_OPSET
@@ -85,12 +89,58 @@ def median_custom(op: Ops, p: MedianParams, x: ir.Value) -> Outputs:
     )
 
 
+def pooled_hw_nodes(p: Any) -> int:
+    """``pooled_hw``: 9 nodes of floor-mode length arithmetic, 8 more for ceil_mode's clamp."""
+    return 17 if p.ceil_mode else 9
+
+
+def overhang_nodes(p: Any) -> int:
+    """``pad_overhang``: the extra bottom/right length, its Pad and fill; nothing in floor mode."""
+    return 15 if p.ceil_mode else 0
+
+
+def stack_nodes(p: Any) -> int:
+    """``window_stack``: 7 shared constants and arithmetic and a Concat, plus Constant, Add,
+    Slice, Constant, Unsqueeze per window position."""
+    return 8 + 5 * window_area(p)
+
+
+def _median_nodes(p: MedianParams, x: Shape) -> int:
+    declared = 0 if p.padding == (0, 0, 0, 0) else 2  # Constant + Pad
+    # The rank is one reshaped constant, or in ceil_mode counted over a padded ones mask
+    # (ones_plane 5, pads 1, fill 2, Pad 1) cut into its own window stack (+ ReduceSum and
+    # its axes, Cast, Sub, Div).
+    rank = 9 + overhang_nodes(p) + stack_nodes(p) + 5 if p.ceil_mode else 3
+    # TopK + k, GatherElements, the rank's Expand (10), Squeeze + axes, the NaN rule (8).
+    tail = 2 + 1 + 10 + 2 + 8
+    return pooled_hw_nodes(p) + declared + overhang_nodes(p) + stack_nodes(p) + rank + tail
+
+
+def _median_peak(p: MedianParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """The larger of two moments. Concat: the k*k unsqueezed slices and the stack they form.
+    GatherElements: the stack (read again by the NaN rule), TopK's (K + 1) // 2 values and
+    int64 indices (never read, so the measurement keeps them to the end), the expanded
+    int64 rank and the gathered median. The ceil_mode mask stack is one plane: ignored."""
+    size, out = window_area(p), out_elements(p, shapes)
+    kept = (size + 1) // 2
+    concat = 2 * size * out * itemsize
+    gather = out * (size * itemsize + kept * (itemsize + INT64) + INT64 + itemsize)
+    return max(concat, gather)
+
+
+def _custom_peak(p: MedianParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """Only the kernel's output: its scratch lives in NumPy, outside the graph."""
+    return out_elements(p, shapes) * itemsize
+
+
 register_lowering(
     Lowering(
         "median",
         "decomposition",
         median_decomposed,
         note="Pad, k*k strided Slices, Concat, TopK, GatherElements",
+        nodes=_median_nodes,
+        peak_bytes=_median_peak,
     )
 )
 register_lowering(
@@ -100,6 +150,8 @@ register_lowering(
         median_custom,
         dtypes=frozenset({"float32"}),
         note="ai.onnx.contrib MedianPool2d (onnxruntime-extensions PyOp, NumPy)",
+        nodes=lambda p, x: 1,  # the one contrib node
+        peak_bytes=_custom_peak,
     )
 )
 register_shape_rule("median", window_shape)

@@ -3,10 +3,13 @@ the library's shortcuts at alpha 0 and 1 (only one half is computed)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import onnx_ir as ir
 
 from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
 from export.runtime.lowerings._common import scalar_like, window_attrs
+from export.runtime.lowerings._cost import Shape, out_elements
 from export.runtime.shape_rules import register_shape_rule, window_shape
 from models.pooling.schemas.mixed import MixedParams
 
@@ -23,5 +26,27 @@ def mixed_native(op: Ops, p: MixedParams, x: ir.Value) -> Outputs:
     )
 
 
-register_lowering(Lowering("mixed", "native", mixed_native, note="MaxPool, AveragePool, Mul, Add"))
+def _mixed_nodes(p: MixedParams, x: Shape) -> int:
+    """AveragePool is always built (at alpha 1 it is left unused); the blend adds MaxPool,
+    two scalars (Constant + CastLike each), two Muls and Add."""
+    return {0.0: 1, 1.0: 2}.get(p.alpha, 9)
+
+
+def _mixed_peak(p: MixedParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """Output-sized tensors only: at alpha 1 the unused average stays beside the max; the
+    blend holds three at a time (two operands and the result of each Mul and the Add)."""
+    count = {0.0: 1, 1.0: 2}.get(p.alpha, 3)
+    return count * out_elements(p, shapes) * itemsize
+
+
+register_lowering(
+    Lowering(
+        "mixed",
+        "native",
+        mixed_native,
+        note="MaxPool, AveragePool, Mul, Add",
+        nodes=_mixed_nodes,
+        peak_bytes=_mixed_peak,
+    )
+)
 register_shape_rule("mixed", window_shape)

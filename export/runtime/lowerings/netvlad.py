@@ -10,13 +10,13 @@ intra-normalisation over D, flatten K-major, final L2. ``F.normalize`` is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import onnx_ir as ir
 
 from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
 from export.runtime.lowerings._common import const_i64, scalar_like
+from export.runtime.lowerings._cost import Shape
 from models.pooling.schemas.netvlad import NetVLADParams
 
 _NORMALIZE_EPS = 1e-12  # F.normalize's default
@@ -53,8 +53,26 @@ def netvlad_decomposed(
     return l2_normalize(op, vlad, 1)
 
 
-def _channels(p: Any) -> dict[str, int]:
-    return {"C": p.dim}
+_L2_NODES = 6  # l2_normalize: axes Constant, ReduceL2, eps Constant + CastLike, Max, Div
+
+
+def _netvlad_nodes(p: NetVLADParams, x: Shape) -> int:
+    """14 for assignment and aggregation (Conv, Softmax, Transpose, MatMul, ReduceSum, Mul,
+    Sub, three Reshapes with their shape Constants, the ReduceSum axes), plus the intra and
+    final normalisations and, with normalize_input, the per-location one."""
+    return 14 + _L2_NODES * (3 if p.normalize_input else 2)
+
+
+def _netvlad_peak(p: NetVLADParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """Per location: the assignment logits are copied by Reshape and Softmax (2K, with the
+    normalised x's D still alive), then x is copied by Reshape and Transpose (2D) while the
+    assignment (K) waits for the MatMul. The (N, K, D) aggregate is three tensors at most
+    (weighted sum, mass * centroids, their difference): it only wins on tiny maps."""
+    n, d, h, w = shapes[0]
+    k = p.num_clusters
+    assignment = (d if p.normalize_input else 0) + 2 * k
+    per_location = max(assignment, k + 2 * d)
+    return n * max(h * w * per_location, 3 * k * d) * itemsize
 
 
 register_lowering(
@@ -64,7 +82,8 @@ register_lowering(
         netvlad_decomposed,
         dtypes=frozenset({"float32"}),
         weight_shapes=netvlad_weight_shapes,
-        fixed_dims=_channels,
+        nodes=_netvlad_nodes,
+        peak_bytes=_netvlad_peak,
         note="Conv 1x1, Softmax, MatMul, Sub, ReduceL2 normalisations; weights as initializers",
     )
 )

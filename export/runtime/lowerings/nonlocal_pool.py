@@ -16,13 +16,14 @@ The token-mixing weights are per token, so the input's C, H and W are fixed by t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import onnx_ir as ir
 
 from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
 from export.runtime.lowerings._common import const_i64, scalar_like
+from export.runtime.lowerings._cost import Shape
 from models.pooling.schemas.nonlocal_pool import NonLocalParams
 
 _EPS = 1e-5  # the reference's LayerNorm and BatchNorm eps (torch defaults)
@@ -68,8 +69,33 @@ def _weight_shapes(p: Any) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _input_size(p: Any) -> dict[str, int]:
-    return {"C": p.in_channels, "H": p.in_size[0], "W": p.in_size[1]}
+def _nonlocal_nodes(p: NonLocalParams, x: Shape) -> int:
+    """Local branch 2 (Conv, MaxPool), 1 - alpha 3 (Constant, CastLike, Sub), global branch
+    19 (Conv, Reshape + shape Constant, two LayerNorms, Tanh, three linears of Transpose,
+    MatMul, Add, two Transposes, final Reshape + shape Constant), the mix and BatchNorm 4;
+    DepthToSpace with squeeze. x's shape is fixed by the params, so it changes nothing."""
+    return 28 + (1 if p.squeeze else 0)
+
+
+def _nonlocal_peak(p: NonLocalParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """The pooled local branch (the output's size) lives through the whole global branch.
+    Each linear's Transpose of its weight is a node output, not an initializer, so the
+    (tokens, tokens) token-mixing weights and the (mix_out, token_dim) channel-mixing one
+    count once, whatever the batch. The phases: the 1x1 conv before its max pool, token
+    mixing (two (token_dim, tokens) activations and a weight), channel mixing (the tokens,
+    its result and its weight), and the mix (pooled, global and their product)."""
+    n = shapes[0][0]
+    h, w = p.in_size
+    gh, gw = p.grid
+    tokens, t = gh * gw, p.token_dim
+    local, pooled, embedded = p.out * h * w, p.out * (h // 2) * (w // 2), t * tokens
+    largest = max(
+        n * (local + pooled),
+        n * (pooled + 2 * embedded) + tokens * tokens,
+        n * (2 * pooled + embedded) + p.mix_out * t,
+        3 * n * pooled,
+    )
+    return largest * itemsize
 
 
 register_lowering(
@@ -80,7 +106,8 @@ register_lowering(
         dtypes=frozenset({"float32"}),
         weight_shapes=_weight_shapes,
         unused_weights=frozenset({"norm.num_batches_tracked"}),
-        fixed_dims=_input_size,
+        nodes=_nonlocal_nodes,
+        peak_bytes=_nonlocal_peak,
         note="Conv, LayerNormalization, MatMul, Tanh, DepthToSpace, MaxPool, "
         "BatchNormalization (eval); weights as initializers",
     )

@@ -7,12 +7,20 @@ k // 2 padding, concatenated after the input.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import onnx_ir as ir
 
 from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
-from export.runtime.lowerings.adaptive import adaptive, reduce_max, reduce_mean
+from export.runtime.lowerings._cost import Shape, in_elements, out_elements
+from export.runtime.lowerings.adaptive import (
+    adaptive,
+    adaptive_nodes,
+    adaptive_peak,
+    reduce_max,
+    reduce_mean,
+)
 from export.runtime.shape_rules import Minimum, register_shape_rule
 from models.pooling.schemas.pyramid import SPPFParams, SPPParams, YoloSPPParams
 
@@ -52,13 +60,70 @@ def _sppf_shape(p: Any, shape: tuple[Any, ...], minimum: Minimum = min) -> tuple
     return n, 4 * c, h, w
 
 
+def _spp_nodes(p: SPPParams, x: Shape) -> int:
+    """Each level's adaptive pass and its Flatten; a Concat joins several levels."""
+    per_level = sum(adaptive_nodes((level, level)) + 1 for level in p.levels)
+    return per_level + (len(p.levels) > 1)
+
+
+def _spp_peak(p: SPPParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """The largest level's adaptive pass beside the levels flattened before it (at most the
+    whole output); at the end the flattened levels and their Concat."""
+    out = out_elements(p, shapes)
+    widest = max(adaptive_peak((level, level), shapes[0]) for level in p.levels)
+    return max(out + widest, 2 * out) * itemsize
+
+
+def _yolo_spp_nodes(p: YoloSPPParams, x: Shape) -> int:
+    """One MaxPool per kernel size and the Concat."""
+    return len(p.kernel_sizes) + 1
+
+
+def _yolo_spp_peak(p: YoloSPPParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """Every pooled copy of x waits for the Concat, which holds them and x once more."""
+    return (2 * len(p.kernel_sizes) + 1) * in_elements(shapes) * itemsize
+
+
+def _sppf_nodes(p: SPPFParams, x: Shape) -> int:
+    """Three chained MaxPools and the Concat."""
+    return 4
+
+
+def _sppf_peak(p: SPPFParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """The three pooled copies of x stay alive into the Concat of four."""
+    return 7 * in_elements(shapes) * itemsize
+
+
 register_lowering(
     Lowering(
-        "spp", "decomposition", spp_decomposed, note="adaptive per-bin Slices, Flatten, Concat"
+        "spp",
+        "decomposition",
+        spp_decomposed,
+        note="adaptive per-bin Slices, Flatten, Concat",
+        nodes=_spp_nodes,
+        peak_bytes=_spp_peak,
     )
 )
-register_lowering(Lowering("yolo_spp", "native", yolo_spp_native, note="MaxPool x k, Concat"))
-register_lowering(Lowering("sppf", "native", sppf_native, note="3 chained MaxPools, Concat"))
+register_lowering(
+    Lowering(
+        "yolo_spp",
+        "native",
+        yolo_spp_native,
+        note="MaxPool x k, Concat",
+        nodes=_yolo_spp_nodes,
+        peak_bytes=_yolo_spp_peak,
+    )
+)
+register_lowering(
+    Lowering(
+        "sppf",
+        "native",
+        sppf_native,
+        note="3 chained MaxPools, Concat",
+        nodes=_sppf_nodes,
+        peak_bytes=_sppf_peak,
+    )
+)
 register_shape_rule("spp", _spp_shape)
 register_shape_rule("yolo_spp", _yolo_shape)
 register_shape_rule("sppf", _sppf_shape)

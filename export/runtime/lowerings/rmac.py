@@ -10,10 +10,13 @@ summed, without a final normalisation, as the library returns it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import onnx_ir as ir
 
 from export.runtime.lowering import Lowering, Ops, Outputs, outputs, register_lowering, static_hw
 from export.runtime.lowerings._common import const_i64, scalar_like
+from export.runtime.lowerings._cost import Shape
 from models.pooling.schemas.rmac import RMACParams, rmac_regions
 
 
@@ -44,12 +47,33 @@ def rmac_decomposed(op: Ops, p: RMACParams, x: ir.Value) -> Outputs:
     return total
 
 
+def _rmac_nodes(p: RMACParams, x: Shape) -> int:
+    """Global max 2 (axes Constant, ReduceMax); per region 6 (starts, ends and axes
+    Constants, Slice, axes Constant, ReduceMax) plus its Add into the sum; the L2 step 6
+    (axes Constant, ReduceL2, eps Constant + CastLike, Add, Div); with regions also Concat
+    and Split. Region count depends on (H, W), the graph's fixed size."""
+    regions = len(rmac_regions(x[2], x[3], p.levels))
+    return 8 + (7 * regions + 2 if regions else 0)
+
+
+def _rmac_peak(p: RMACParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """Each region's Slice is a copy that lives only until its ReduceMax, so the largest
+    region (level 1's square, the short side) dominates; on tiny maps with many regions the
+    (N, C, 1, R + 1) stack and its normalised copy (plus the Split pieces) can win."""
+    n, c, h, w = shapes[0]
+    regions = rmac_regions(h, w, p.levels)
+    side = max((s for _, _, s in regions), default=0)
+    return n * c * max(side * side + 2, 2 * (len(regions) + 1)) * itemsize
+
+
 register_lowering(
     Lowering(
         "rmac",
         "decomposition",
         rmac_decomposed,
         needs_static_hw=True,
+        nodes=_rmac_nodes,
+        peak_bytes=_rmac_peak,
         note="fixed (H, W): per-region Slice + ReduceMax, Concat, ReduceL2, Div, ReduceSum",
     )
 )

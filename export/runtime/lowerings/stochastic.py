@@ -8,10 +8,13 @@ it has no lowering.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import onnx_ir as ir
 
 from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
 from export.runtime.lowerings._common import window_attrs
+from export.runtime.lowerings._cost import Shape, in_elements, out_elements
 from export.runtime.shape_rules import register_shape_rule, window_shape
 from models.pooling.schemas.stochastic import StochasticParams
 
@@ -24,6 +27,16 @@ def stochastic_native(op: Ops, p: StochasticParams, x: ir.Value) -> Outputs:
     zero = op.Constant(value_float=0.0)
     out = op.Where(op.Greater(den, zero), op.Div(num, den), zero)
     return op.CastLike(out, x)
+
+
+FLOAT32 = 4
+"""The graph computes in float32 whatever the input dtype."""
+
+
+def _stochastic_peak(p: StochasticParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """At the first AveragePool: a and a * a (input-sized) and the pooled sum of squares;
+    the tail (bool mask, quotient, Where, cast) is output-sized and smaller."""
+    return (2 * in_elements(shapes) + out_elements(p, shapes)) * FLOAT32
 
 
 def _expectation_only(p: StochasticParams) -> str | None:
@@ -39,6 +52,9 @@ register_lowering(
         stochastic_native,
         limitation=_expectation_only,
         note="expectation mode: Relu, AveragePool of a^2 and a, Div, Where",
+        # Cast, Relu, Mul, two AveragePools, Constant, Greater, Div, Where, CastLike
+        nodes=lambda p, x: 10,
+        peak_bytes=_stochastic_peak,
     )
 )
 register_shape_rule("stochastic", window_shape)

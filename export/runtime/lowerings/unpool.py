@@ -10,11 +10,14 @@ onnxruntime error at run time (the graph cannot raise the library's PoolInputErr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import onnx_ir as ir
 
 from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
 from export.runtime.lowerings._common import const_i64
+from export.runtime.lowerings._cost import INT64, Shape, in_elements, out_elements
 from models.pooling.schemas.unpool import MaxUnpoolParams
 
 
@@ -41,12 +44,32 @@ def max_unpool_decomposed(op: Ops, p: MaxUnpoolParams, x: ir.Value, indices: ir.
     return op.Reshape(scattered, op.Concat(nc, out_hw, axis=0))
 
 
+_F32 = 4  # ConstantOfShape's zeros are float32 before CastLike, whatever x's dtype
+
+
+def _unpool_nodes(p: MaxUnpoolParams, x: Shape) -> int:
+    """12 for the scatter (Shape, ReduceProd, two Concats, ConstantOfShape, CastLike, three
+    Reshapes, two shape Constants, ScatterElements); the output size is one Constant when
+    given, else 7 to compute it from Shape (Shape, Sub, Mul, Add and their Constants)."""
+    return 12 + (1 if p.output_size is not None else 7)
+
+
+def _unpool_peak(p: MaxUnpoolParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """At ScatterElements: the zeros and the scattered result (output-sized) with the
+    Reshape copies of x and of its int64 indices; the float32 zeros before their CastLike
+    only win when the output is much larger than x."""
+    out, inp = out_elements(p, shapes), in_elements(shapes)
+    return max(2 * out * itemsize + inp * (itemsize + INT64), out * (_F32 + itemsize))
+
+
 register_lowering(
     Lowering(
         "max_unpool",
         "decomposition",
         max_unpool_decomposed,
         inputs=("x", "indices"),
+        nodes=_unpool_nodes,
+        peak_bytes=_unpool_peak,
         note="ScatterElements of x at the per-plane indices into zeros, Reshape",
     )
 )

@@ -8,6 +8,8 @@ two count maps and divides by the override.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import onnx_ir as ir
 
 from export.runtime.lowering import Lowering, Ops, Outputs, outputs, register_lowering
@@ -18,6 +20,7 @@ from export.runtime.lowerings._common import (
     scalar_like,
     window_attrs,
 )
+from export.runtime.lowerings._cost import INT64, Shape, in_elements, out_elements
 from export.runtime.shape_rules import register_shape_rule, window_shape
 from models.pooling.schemas.window import AvgParams, MaxParams
 
@@ -75,15 +78,84 @@ def _pad_amounts(op: Ops, p: AvgParams) -> ir.Value:
     return const_i64(op, [0, 0, top, left, 0, 0, bottom, right])
 
 
-register_lowering(Lowering("max", "native", max_native, note="MaxPool (+ Mod for indices)"))
-register_lowering(Lowering("min", "native", min_native, note="Neg, MaxPool, Neg"))
-register_lowering(Lowering("avg", "native", avg_native, limitation=_no_divisor, note="AveragePool"))
+def _max_nodes(p: MaxParams, x: Shape) -> int:
+    return 4 if p.return_indices else 1  # MaxPool (+ Shape, ReduceProd, Mod)
+
+
+def _max_peak(p: MaxParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """The output; with indices also ONNX's flat indices and their per-plane remainder."""
+    return out_elements(p, shapes) * (itemsize + (2 * INT64 if p.return_indices else 0))
+
+
+def _min_nodes(p: MaxParams, x: Shape) -> int:
+    return _max_nodes(p, x) + 2  # max's graph between two Negs
+
+
+def _min_peak(p: MaxParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """-x is alive while MaxPool writes its output (and flat indices, which Mod reads
+    after it); the final Neg then holds the pooled values twice."""
+    out, indices = out_elements(p, shapes), INT64 if p.return_indices else 0
+    pooling = in_elements(shapes) * itemsize + out * (itemsize + indices)
+    return max(pooling, out * (2 * itemsize + 2 * indices))
+
+
+def _avg_decomposed_nodes(p: AvgParams, x: Shape) -> int:
+    """AveragePool alone when its count is torch's; else + ones plane (5), the padded
+    count map (Constant, scalar 2, Pad, LpPool), Mul, and a Div by the override's scalar
+    (2 + 1) or by a second count map (Constant, Pad, LpPool, Div)."""
+    if p.count_include_pad and p.divisor_override is None:
+        return 1
+    return 12 + (3 if p.divisor_override is not None else 4)
+
+
+def _avg_decomposed_peak(p: AvgParams, shapes: Sequence[Shape], itemsize: int) -> int:
+    """Two output-sized tensors (mean and sums, then sums and the quotient); the count
+    maps are (1, 1, ...) planes, of which about one H x W plane is alive beside them."""
+    out = out_elements(p, shapes) * itemsize
+    if p.count_include_pad and p.divisor_override is None:
+        return out
+    return 2 * out + shapes[0][2] * shapes[0][3] * itemsize
+
+
+register_lowering(
+    Lowering(
+        "max",
+        "native",
+        max_native,
+        note="MaxPool (+ Mod for indices)",
+        nodes=_max_nodes,
+        peak_bytes=_max_peak,
+    )
+)
+register_lowering(
+    Lowering(
+        "min",
+        "native",
+        min_native,
+        note="Neg, MaxPool, Neg",
+        nodes=_min_nodes,
+        peak_bytes=_min_peak,
+    )
+)
+register_lowering(
+    Lowering(
+        "avg",
+        "native",
+        avg_native,
+        limitation=_no_divisor,
+        note="AveragePool",
+        nodes=lambda p, x: 1,
+        peak_bytes=lambda p, shapes, itemsize: out_elements(p, shapes) * itemsize,
+    )
+)
 register_lowering(
     Lowering(
         "avg",
         "decomposition",
         avg_decomposed,
         note="AveragePool x LpPool(p=1) count maps; the only form with divisor_override",
+        nodes=_avg_decomposed_nodes,
+        peak_bytes=_avg_decomposed_peak,
     )
 )
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, WithJsonSchema, model_validator
 
-from models.pooling.params import PoolParams, check_nchw, require
+from models.pooling.params import PoolParams, adaptive_span, check_nchw, require
 from models.pooling.registry import PoolSpec, register_pool
 
 
@@ -92,12 +92,33 @@ class GlobalParams(PoolParams):
         return (n, c, 1, 1)
 
 
+def adaptive_work(params: AdaptiveParams, shapes: Sequence[tuple[int, ...]]) -> int:
+    """Every element each of torch's bins reads (bins overlap where the split is not exact)."""
+    n, c, h, w = shapes[0]
+    oh, ow = params.output_hw(h, w)
+    return n * c * adaptive_span(h, oh) * adaptive_span(w, ow)
+
+
+def both_work(params: AdaptiveParams, shapes: Sequence[tuple[int, ...]]) -> int:
+    """avg and max over the same bins."""
+    return 2 * adaptive_work(params, shapes)
+
+
 register_pool(
     PoolSpec(
         "adaptive_avg",
         AdaptiveParams,
         "models.pooling.adaptive:AdaptiveAvgPool",
         "Adaptive mean to any output_size with torch's bins (AdaptiveAvgPool2d).",
+        examples=(
+            {"output_size": 7},
+            {"output_size": 3},
+            {"output_size": (4, 2)},
+            {"output_size": (5, None)},
+            {"output_size": (20, 1)},
+            {"output_size": 1},
+        ),
+        work=adaptive_work,
     )
 )
 
@@ -109,6 +130,17 @@ register_pool(
         "models.pooling.adaptive:AdaptiveMaxPool",
         "Adaptive max to any output_size with torch's bins (AdaptiveMaxPool2d), "
         "with return_indices.",
+        indices=True,
+        examples=(
+            {"output_size": 7},
+            {"output_size": 3},
+            {"output_size": (4, 5), "return_indices": True},
+            {"output_size": (None, 3)},
+            {"output_size": (3, None), "return_indices": True},
+            {"output_size": (17, 2), "return_indices": True},
+            {"output_size": 1, "return_indices": True},
+        ),
+        work=adaptive_work,
     )
 )
 
@@ -139,6 +171,8 @@ register_pool(
         AvgMaxParams,
         "models.pooling.adaptive:AvgMaxAddPool",
         "0.5 * (adaptive avg + adaptive max), output_size 1 by default (timm avgmax).",
+        examples=({}, {"output_size": 3}),
+        work=both_work,
     )
 )
 
@@ -149,5 +183,7 @@ register_pool(
         AvgMaxCatParams,
         "models.pooling.adaptive:AvgMaxCatPool",
         "Channel concat [adaptive avg, adaptive max], 2C channels (timm catavgmax).",
+        examples=({}, {"output_size": (2, 3)}),
+        work=both_work,
     )
 )

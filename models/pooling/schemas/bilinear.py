@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from pydantic import model_validator
 
 from models.pooling.errors import PoolInputError
 from models.pooling.params import PoolParams, check_nchw, require
-from models.pooling.registry import PoolSpec, register_pool
+from models.pooling.registry import PoolSpec, TensorSpec, X, register_pool
 
 
 class BilinearParams(PoolParams):
@@ -49,12 +50,26 @@ class BilinearParams(PoolParams):
         return (n, c1 * c2)
 
 
+def bilinear_work(params: BilinearParams, shapes: Sequence[tuple[int, ...]]) -> int:
+    """The outer products: N * C1 * C2 * H * W multiply-adds (C2 = C1 for one stream)."""
+    n, c1, h, w = shapes[0]
+    c2 = shapes[1][1] if len(shapes) > 1 else c1
+    return n * c1 * c2 * h * w
+
+
 register_pool(
     PoolSpec(
         "bilinear",
         BilinearParams,
         "models.pooling.bilinear:BilinearPool",
         "Bilinear pooling: x x^T / HW per sample, signed sqrt, L2; (N, C*C).",
+        examples=(
+            {},
+            {"signed_sqrt": False},
+            {"normalize": False},
+            {"signed_sqrt": False, "normalize": False, "eps": 1e-3},
+        ),
+        work=bilinear_work,
     )
 )
 
@@ -65,6 +80,16 @@ register_pool(
         BilinearParams,
         "models.pooling.bilinear:BilinearPool2",
         "Two-stream bilinear pooling: x y^T / HW, signed sqrt, L2; (N, C1*C2).",
-        inputs=("x", "y"),
+        inputs=(
+            X,
+            TensorSpec("y", dims=("N", "C2", "H", "W"), doc="bilinear2: the second stream"),
+        ),
+        examples=(
+            {},
+            {"signed_sqrt": False},
+            {"normalize": False},
+            {"signed_sqrt": False, "normalize": False, "eps": 1e-3},
+        ),
+        work=bilinear_work,
     )
 )

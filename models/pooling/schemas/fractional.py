@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -9,7 +10,7 @@ from pydantic import BeforeValidator, WithJsonSchema, model_validator
 
 from models.pooling.errors import PoolInputError
 from models.pooling.params import OptionalPair, Pair, PoolParams, check_nchw, require
-from models.pooling.registry import PoolSpec, register_pool
+from models.pooling.registry import PoolSpec, TensorSpec, X, register_pool
 
 
 def _to_ratio_pair(value: Any) -> Any:
@@ -100,11 +101,38 @@ class FractionalMaxParams(PoolParams):
         return (n, c, *self.output_hw(h, w))
 
 
+def fractional_work(params: FractionalMaxParams, shapes: Sequence[tuple[int, ...]]) -> int:
+    """Every output element reads its kernel's k_h * k_w inputs."""
+    kh, kw = params.kernel_size
+    return math.prod(params.output_shape(*shapes)) * kh * kw
+
+
 register_pool(
     PoolSpec(
         "fractional_max",
         FractionalMaxParams,
         "models.pooling.fractional:FractionalMaxPool",
         "Fractional max pooling (Graham 2014, torch FractionalMaxPool2d), optionally seeded.",
+        inputs=(
+            X,
+            TensorSpec(
+                "samples",
+                dims=("N", "C", 2),
+                doc="fractional_max: (N, C, 2) samples in [0, 1); drawn from seed if absent",
+                bounds="unit",
+                seed_param="seed",
+            ),
+        ),
+        indices=True,
+        examples=(
+            {"kernel_size": 2, "output_ratio": 0.7},
+            {"kernel_size": 2, "output_size": (7, 9)},
+            {"kernel_size": (3, 2), "output_size": (5, 8), "return_indices": True},
+            {"kernel_size": 3, "output_ratio": (0.5, 0.75)},
+            {"kernel_size": 2, "output_size": (1, 3), "return_indices": True},
+            {"kernel_size": 1, "output_size": (8, 8)},
+            {"kernel_size": 3, "output_ratio": (0.3, 0.45), "return_indices": True},
+        ),
+        work=fractional_work,
     )
 )

@@ -43,5 +43,6 @@ register_pool(
         GeMParams,
         "models.pooling.gem:GeM",
         "Generalised mean (cirtorch GeM): (mean of clamp(x, eps)^p)^(1/p) with a learnable p.",
+        examples=({}, {"p": 1.5, "eps": 1e-3}),
     )
 )

@@ -7,7 +7,15 @@ import math
 from pydantic import model_validator
 
 from models.pooling.errors import PoolInputError
-from models.pooling.params import OptionalPair, Pair, PoolParams, check_nchw, pooled_length, require
+from models.pooling.params import (
+    OptionalPair,
+    Pair,
+    PoolParams,
+    check_nchw,
+    pooled_length,
+    require,
+    window_work,
+)
 from models.pooling.registry import PoolSpec, register_pool
 
 
@@ -63,5 +71,13 @@ register_pool(
         LpParams,
         "models.pooling.lp:LpPool",
         "Power-average pooling (sum x^p)^(1/p) over each window (torch LPPool2d); p=inf is max|x|.",
+        examples=(
+            {"kernel_size": 3, "norm_type": 2.0},
+            {"norm_type": 2, "kernel_size": 3, "stride": 2},
+            {"norm_type": 3, "kernel_size": (2, 3), "stride": (2, 1), "ceil_mode": True},
+            {"norm_type": 1.5, "kernel_size": 2, "ceil_mode": True},
+            {"norm_type": float("inf"), "kernel_size": 3, "stride": 2, "ceil_mode": True},
+        ),
+        work=window_work,
     )
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from models.pooling.errors import PoolInputError
-from models.pooling.params import WindowParams
+from models.pooling.params import WindowParams, window_work
 from models.pooling.registry import PoolSpec, register_pool
 
 
@@ -38,5 +38,20 @@ register_pool(
         MedianParams,
         "models.pooling.median:MedianPool",
         "Sliding-window lower median (median filter), with reflect/replicate/zeros padding.",
+        examples=(
+            {"kernel_size": 3},
+            {"kernel_size": 3, "stride": 2, "padding": 1},
+            {"kernel_size": 3, "stride": 1, "padding": 1},
+            {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},
+            {
+                "kernel_size": (2, 3),
+                "stride": (2, 1),
+                "padding": (1, 0, 1, 0),
+                "padding_mode": "zeros",
+            },
+            {"kernel_size": 2, "dilation": 2, "ceil_mode": True, "padding_mode": "replicate"},
+            {"kernel_size": 4, "stride": 3, "padding": (2, 1, 0, 2), "ceil_mode": True},
+        ),
+        work=window_work,
     )
 )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from pydantic import model_validator
 
-from models.pooling.params import WindowParams, require
+from models.pooling.params import WindowParams, require, window_work
 from models.pooling.registry import PoolSpec, register_pool
 from models.pooling.schemas.window import AvgParams, MaxParams
 
@@ -38,11 +39,23 @@ class MixedParams(WindowParams):
         return AvgParams(**window, count_include_pad=self.count_include_pad)
 
 
+def mixed_work(params: MixedParams, shapes: Sequence[tuple[int, ...]]) -> int:
+    """A max and an average over every window."""
+    return 2 * window_work(params, shapes)
+
+
 register_pool(
     PoolSpec(
         "mixed",
         MixedParams,
         "models.pooling.mixed:MixedPool",
         "Mixed pooling alpha*max + (1-alpha)*avg over each window (Lee et al. 2016).",
+        examples=(
+            {"kernel_size": 3},
+            {"kernel_size": 3, "stride": 2, "padding": 1, "alpha": 0.3, "count_include_pad": False},
+            {"kernel_size": 2, "alpha": 0.0, "ceil_mode": True},
+            {"kernel_size": 2, "stride": 1, "padding": (0, 1, 0, 1), "alpha": 1.0},
+        ),
+        work=mixed_work,
     )
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import model_validator
 
 from models.pooling.errors import PoolInputError
@@ -43,6 +45,16 @@ class NetVLADParams(PoolParams):
         return (n, self.num_clusters * self.dim)
 
 
+def netvlad_dims(params: NetVLADParams) -> dict[str, int]:
+    return {"C": params.dim}
+
+
+def netvlad_work(params: NetVLADParams, shapes: Sequence[tuple[int, ...]]) -> int:
+    """The soft-assignment conv and the aggregation: 2 * N * H * W * K * D."""
+    n, d, h, w = shapes[0]
+    return 2 * n * h * w * params.num_clusters * d
+
+
 register_pool(
     PoolSpec(
         "netvlad",
@@ -50,5 +62,14 @@ register_pool(
         "models.pooling.netvlad:NetVLAD",
         "NetVLAD soft-assignment residual aggregation, (N, K*D) K-major, L2-normalised.",
         learnable=True,
+        examples=(
+            {"dim": 64},
+            {"num_clusters": 8, "dim": 16},
+            {"num_clusters": 3, "dim": 5, "normalize_input": False},
+            {"num_clusters": 6, "dim": 4, "vladv2": True},
+            {"num_clusters": 1, "dim": 7, "vladv2": True, "normalize_input": False},
+        ),
+        fixed_dims=netvlad_dims,
+        work=netvlad_work,
     )
 )

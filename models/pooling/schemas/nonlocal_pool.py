@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import model_validator
 
 from models.pooling.errors import PoolInputError
@@ -116,6 +118,21 @@ class NonLocalParams(PoolParams):
         return (n, self.out, h // 2, w // 2)
 
 
+def nonlocal_dims(params: NonLocalParams) -> dict[str, int]:
+    return {"C": params.in_channels, "H": params.in_size[0], "W": params.in_size[1]}
+
+
+def nonlocal_work(params: NonLocalParams, shapes: Sequence[tuple[int, ...]]) -> int:
+    """Patch embedding, token and channel mixing, the 1x1 conv and the 3x3 max pool."""
+    n, c, h, w = shapes[0]
+    tokens = params.grid[0] * params.grid[1]
+    t, o = params.token_dim, params.out
+    embed = h * w * c * t
+    mixing = 2 * t * tokens * tokens + tokens * t * params.mix_out
+    local = h * w * c * o + 9 * o * (h // 2) * (w // 2)
+    return n * (embed + mixing + local)
+
+
 register_pool(
     PoolSpec(
         "nonlocal",
@@ -124,5 +141,15 @@ register_pool(
         "Non-local MLP pooling (nonlocalpooling 2.0.1): "
         "BN(a * mixer(x) + (1 - a) * maxpool(conv1x1(x))), (N, out, H/2, W/2).",
         learnable=True,
+        examples=(
+            {"in_size": (56, 56), "in_channels": 64},
+            {"in_size": (8, 8), "in_channels": 4},
+            {"in_size": (8, 12), "in_channels": 3, "out_channels": 16, "squeeze": True},
+            {"in_size": (6, 10), "in_channels": 2, "out_channels": 5},
+            {"in_size": (8, 8), "in_channels": 5, "out_channels": 128},
+            {"in_size": (8, 4), "in_channels": 3, "out_channels": 130, "squeeze": True},
+        ),
+        fixed_dims=nonlocal_dims,
+        work=nonlocal_work,
     )
 )

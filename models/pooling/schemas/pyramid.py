@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import model_validator
 
-from models.pooling.params import PoolParams, check_nchw, require
+from models.pooling.params import PoolParams, adaptive_span, check_nchw, require
 from models.pooling.registry import PoolSpec, register_pool
 
 
@@ -69,6 +71,22 @@ class SPPFParams(PoolParams):
         return (n, 4 * c, h, w)
 
 
+def spp_work(params: SPPParams, shapes: Sequence[tuple[int, ...]]) -> int:
+    """One adaptive l x l grid per level."""
+    n, c, h, w = shapes[0]
+    return sum(n * c * adaptive_span(h, lv) * adaptive_span(w, lv) for lv in params.levels)
+
+
+def yolo_spp_work(params: YoloSPPParams, shapes: Sequence[tuple[int, ...]]) -> int:
+    """A k x k stride-1 max per kernel size at every position, and the concatenation."""
+    return math.prod(shapes[0]) * (1 + sum(k * k for k in params.kernel_sizes))
+
+
+def sppf_work(params: SPPFParams, shapes: Sequence[tuple[int, ...]]) -> int:
+    """The same k x k stride-1 max three times, and the concatenation."""
+    return math.prod(shapes[0]) * (1 + 3 * params.kernel_size**2)
+
+
 register_pool(
     PoolSpec(
         "spp",
@@ -76,6 +94,8 @@ register_pool(
         "models.pooling.pyramid:SpatialPyramidPool",
         "SPPNet spatial pyramid: adaptive l x l grids per level, flattened and concatenated "
         "to (N, C * sum(l^2)) for any input size.",
+        examples=({}, {"levels": (1, 3, 6), "mode": "avg"}),
+        work=spp_work,
     )
 )
 
@@ -86,6 +106,8 @@ register_pool(
         YoloSPPParams,
         "models.pooling.pyramid:YoloSPP",
         "YOLOv3-SPP: concat [x, stride-1 max pools of kernel_sizes (5, 9, 13)] along C.",
+        examples=({}, {"kernel_sizes": (3, 7)}),
+        work=yolo_spp_work,
     )
 )
 
@@ -96,5 +118,7 @@ register_pool(
         SPPFParams,
         "models.pooling.pyramid:SPPF",
         "YOLOv5 SPPF: concat [x, m(x), m(m(x)), m(m(m(x)))] of one stride-1 max pool.",
+        examples=({}, {"kernel_size": 3}),
+        work=sppf_work,
     )
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
 
 from pydantic import model_validator
 
@@ -109,11 +110,20 @@ class RMACParams(PoolParams):
         return (n, c, 1, 1)
 
 
+def rmac_work(params: RMACParams, shapes: Sequence[tuple[int, ...]]) -> int:
+    """The global max plus every region's max: the region areas, per plane."""
+    n, c, h, w = shapes[0]
+    areas = sum(side * side for _, _, side in rmac_regions(h, w, params.levels))
+    return n * c * (h * w + areas)
+
+
 register_pool(
     PoolSpec(
         "rmac",
         RMACParams,
         "models.pooling.rmac:RMAC",
         "Regional MAC (cirtorch LF.rmac): sum of L2-normalised region maxima and global MAC.",
+        examples=({}, {"levels": 1}, {"levels": 4, "eps": 1e-3}),
+        work=rmac_work,
     )
 )

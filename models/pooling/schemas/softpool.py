@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import model_validator
 
-from models.pooling.params import WindowParams, require
+from models.pooling.params import WindowParams, require, window_work
 from models.pooling.registry import PoolSpec, register_pool
 
 
@@ -29,5 +29,11 @@ register_pool(
         SoftParams,
         "models.pooling.softpool:SoftPool",
         "SoftPool (Stergiou et al. 2021): softmax-weighted sum of each window, numerically stable.",
+        examples=(
+            {"kernel_size": 3},
+            {"kernel_size": 2},
+            {"kernel_size": 3, "stride": 2, "padding": (1, 0, 1, 1), "ceil_mode": True},
+        ),
+        work=window_work,
     )
 )

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import model_validator
 
-from models.pooling.params import WindowParams, require
+from models.pooling.params import WindowParams, require, window_work
 from models.pooling.registry import PoolSpec, register_pool
 
 _MAX_SEED = 2**63 - 1
@@ -40,5 +40,11 @@ register_pool(
         "models.pooling.stochastic:StochasticPool",
         "Stochastic pooling (Zeiler & Fergus 2013): expectation sum(a^2)/sum(a), or a seeded "
         "draw with p proportional to a.",
+        examples=(
+            {"kernel_size": 3},
+            {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},
+            {"kernel_size": 2, "dilation": 2},
+        ),
+        work=window_work,
     )
 )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 from pydantic import model_validator
 
 from models.pooling.params import PoolParams, check_nchw, require
@@ -30,11 +33,18 @@ class PoolFormerMixerParams(PoolParams):
         return check_nchw(shapes[0], "poolformer_mixer")
 
 
+def mixer_work(params: PoolFormerMixerParams, shapes: Sequence[tuple[int, ...]]) -> int:
+    """A pool_size x pool_size mean at every position, then the subtraction."""
+    return math.prod(shapes[0]) * (params.pool_size**2 + 1)
+
+
 register_pool(
     PoolSpec(
         "poolformer_mixer",
         PoolFormerMixerParams,
         "models.pooling.token_mixer:PoolFormerMixer",
         "PoolFormer token mixer: AvgPool2d(k, 1, k // 2, count_include_pad=False)(x) - x.",
+        examples=({}, {"pool_size": 5}),
+        work=mixer_work,
     )
 )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 from pydantic import model_validator
 
 from models.pooling.errors import PoolInputError
 from models.pooling.params import OptionalPair, Padding, Pair, PoolParams, check_nchw, require
-from models.pooling.registry import PoolSpec, register_pool
+from models.pooling.registry import PoolSpec, TensorSpec, X, register_pool
 
 
 class MaxUnpoolParams(PoolParams):
@@ -87,12 +90,32 @@ class MaxUnpoolParams(PoolParams):
         return (n, c, *self.output_hw(h, w))
 
 
+def unpool_work(params: MaxUnpoolParams, shapes: Sequence[tuple[int, ...]]) -> int:
+    """Zero the output, then scatter every input element."""
+    return math.prod(params.output_shape(*shapes)) + math.prod(shapes[0])
+
+
 register_pool(
     PoolSpec(
         "max_unpool",
         MaxUnpoolParams,
         "models.pooling.unpool:MaxUnpool",
         "Max unpooling (torch MaxUnpool2d): scatter values to max-pool indices, zeros elsewhere.",
-        inputs=("x", "indices"),
+        inputs=(
+            X,
+            TensorSpec(
+                "indices",
+                dtype="int64",
+                doc="max_unpool: the max pool's indices into each output plane",
+                bounds="output_plane",
+            ),
+        ),
+        examples=(
+            {"kernel_size": 2},
+            {"kernel_size": 3, "stride": 2, "padding": 1},
+            {"kernel_size": (2, 3), "stride": (2, 1), "padding": (1, 0, 1, 1)},
+            {"kernel_size": 3, "stride": 3},
+        ),
+        work=unpool_work,
     )
 )

@@ -1,0 +1,121 @@
+"""/descriptor: pick the image model, decode and preprocess the images, run the model.
+
+The route hands this engine the images' bytes and gets the descriptors back, one row per
+image in request order; decoding and preprocessing run on the gate's worker threads, the
+model runs through the runner (and its batcher, when batching is on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from app.codecs.image import decode_image
+from app.codecs.preprocess import Preprocessor
+from app.core.config import Settings
+from app.core.errors import ApiError, ErrorCode
+from app.inference.runner import Runner
+from app.inference.sessions import LoadedModel
+
+Batch = tuple[list[int], np.ndarray]
+"""The request-order indices of a batch's rows, and the (n, 3, H, W) rows."""
+
+
+@dataclass(frozen=True)
+class Described:
+    model: LoadedModel
+    descriptors: np.ndarray
+    """(n, D) float32, one row per image in request order."""
+
+
+class DescriptorEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        runner: Runner,
+        models: Mapping[str, LoadedModel],
+        default_model: str | None,
+    ) -> None:
+        self.settings = settings
+        self.runner = runner
+        self.models = models
+        self.default_model = default_model
+
+    def image_model(self, name: str | None) -> LoadedModel:
+        """The named image model, else the default one; 404 with the choices otherwise."""
+        name = name or self.default_model
+        loaded = self.models.get(name) if name else None
+        if loaded is None or loaded.preprocess is None:
+            choices = sorted(n for n, m in self.models.items() if m.preprocess is not None)
+            raise ApiError(
+                ErrorCode.UNKNOWN_MODEL, f"unknown image model; loaded ones are {choices}"
+            )
+        return loaded
+
+    async def describe(self, model: str | None, blobs: list[bytes]) -> Described:
+        """The descriptors of ``blobs`` (at least one image) with ``model``."""
+        loaded = self.image_model(model)
+        batches = await self.runner.on_worker(lambda: self._prepare(loaded, blobs))
+        return Described(loaded, await self._run(loaded, batches))
+
+    def _prepare(self, loaded: LoadedModel, blobs: list[bytes]) -> list[Batch]:
+        """Decode and preprocess every image into model batches.
+
+        A model with a fixed input size gets one (n, 3, H, W) array that each image is
+        written straight into (no per-image tensor, no stacking copy); otherwise images are
+        stacked by size, one batch per distinct size.
+        """
+        preprocess = loaded.preprocess
+        assert preprocess is not None  # image_model guarantees an image model
+        if preprocess.fixed_hw is not None:
+            return [(list(range(len(blobs))), self._fixed_batch(loaded, preprocess, blobs))]
+        groups: dict[tuple[int, ...], tuple[list[int], list[np.ndarray]]] = {}
+        for i, blob in enumerate(blobs):
+            image = self._decode(preprocess, blob)
+            _check_size(loaded, preprocess.output_hw(*image.size))
+            x = preprocess(image)
+            indices, tensors = groups.setdefault(x.shape, ([], []))
+            indices.append(i)
+            tensors.append(x)
+        return [(indices, np.stack(tensors)) for indices, tensors in groups.values()]
+
+    def _fixed_batch(
+        self, loaded: LoadedModel, preprocess: Preprocessor, blobs: list[bytes]
+    ) -> np.ndarray:
+        assert preprocess.fixed_hw is not None
+        _check_size(loaded, preprocess.fixed_hw)
+        batch = np.empty((len(blobs), 3, *preprocess.fixed_hw), dtype=np.float32)
+        for slot, blob in zip(batch, blobs, strict=True):
+            preprocess(self._decode(preprocess, blob), out=slot)
+        return batch
+
+    def _decode(self, preprocess: Preprocessor, blob: bytes) -> Image.Image:
+        draft = preprocess.policy.resized_size if self.settings.jpeg_draft else None
+        return decode_image(blob, self.settings.max_image_pixels, draft)
+
+    async def _run(self, loaded: LoadedModel, batches: list[Batch]) -> np.ndarray:
+        """Run each batch; rows back in request order, float32."""
+        if len(batches) == 1:
+            out = await self.runner.run_model(loaded.name, batches[0][1])
+            return out.astype(np.float32, copy=False)
+        count = sum(len(indices) for indices, _ in batches)
+        result: np.ndarray | None = None
+        for indices, batch in batches:
+            out = await self.runner.run_model(loaded.name, batch)
+            if result is None:
+                result = np.empty((count, *out.shape[1:]), dtype=np.float32)
+            result[indices] = out
+        assert result is not None  # at least one image: the route guarantees it
+        return result
+
+
+def _check_size(loaded: LoadedModel, hw: tuple[int, int]) -> None:
+    low = loaded.entry.min_hw or 1
+    if min(hw) < low:
+        raise ApiError(
+            ErrorCode.IMAGE_TOO_SMALL,
+            f"{loaded.name} needs at least {low}x{low} pixels after preprocessing",
+        )
