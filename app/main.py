@@ -39,7 +39,7 @@ def load_services(settings: Settings, metrics: Metrics) -> Services:
     runner = Runner(models, gate, metrics, io_binding=settings.io_binding)
     if settings.batching:
         runner.batchers = {
-            name: _batcher(settings, runner, name)
+            name: _batcher(settings, runner, metrics, name)
             for name, loaded in models.items()
             if loaded.preprocess is not None  # image models: /descriptor's path
         }
@@ -49,12 +49,13 @@ def load_services(settings: Settings, metrics: Metrics) -> Services:
     return Services(models, runner, pools, descriptors, default)
 
 
-def _batcher(settings: Settings, runner: Runner, model: str) -> DynamicBatcher:
+def _batcher(settings: Settings, runner: Runner, metrics: Metrics, model: str) -> DynamicBatcher:
     return DynamicBatcher(
         runner.batch_function(model),
         settings.max_batch_size,
         settings.max_queue_delay_ms / 1000.0,
         settings.max_queue_size,
+        observer=lambda stats: metrics.observe_queue(model, stats.waits_s),
     )
 
 

@@ -20,19 +20,25 @@ from bench.common import emit_table, served_parser
 from bench.descriptor import synthetic_jpegs
 from bench.load import drive_async
 from bench.server import Server, ensure_repository, serve
+from models.pooling import get_pool_spec, list_pools
 
 SMALL, DEFAULT = "netvlad_poolformer_s12_224", "netvlad_poolformer_s12"
-NPY_CASES: dict[str, dict[str, str]] = {
-    "max": {"kernel_size": "2"},
-    "avg": {"kernel_size": "3", "stride": "1"},
-    "gem": {},
-    "median": {"kernel_size": "3"},
-    "adaptive_avg": {"output_size": "[3, 5]"},
-    "lp": {"kernel_size": "2", "norm_type": "2"},
-    "softpool": {"kernel_size": "2"},
-    "spp": {},
-}
-"""The npy part of the mix: op -> its query parameters."""
+
+
+def npy_ops() -> list[str]:
+    """The npy part of the mix: every op that takes x alone and holds no weights."""
+    return [
+        op
+        for op in list_pools()
+        if get_pool_spec(op).input_names == ("x",) and not get_pool_spec(op).learnable
+    ]
+
+
+def query_params(op: str) -> dict[str, str]:
+    """The op's first registry example as /pool query parameters (JSON values)."""
+    return {k: json.dumps(v) for k, v in get_pool_spec(op).examples[0].items()}
+
+
 CHECKPOINT = 1000
 
 
@@ -52,7 +58,7 @@ class Call:
 
 def _npy_call(op: str, x: np.ndarray) -> Call:
     headers = {"Content-Type": "application/x-npy", "Accept": "application/x-npy"}
-    params = {"op": op, **NPY_CASES[op]}
+    params = {"op": op, **query_params(op)}
     return Call(f"pool npy {op}", "POST", "/pool", 2, params, encode_npy(x), headers=headers)
 
 
@@ -101,7 +107,7 @@ def mix(with_default: bool) -> list[Call]:
         for name, blob in images.items()
     }
     info = [Call(p, "GET", p, 2) for p in ("/health/ready", "/models", "/metrics")]
-    npy_calls = [_npy_call(op, x) for op in NPY_CASES]
+    npy_calls = [_npy_call(op, x) for op in npy_ops()]
     hostile = _hostile_calls(x, small)
     cycle = [json_call] * 25 + npy_calls * 3 + [describe[SMALL]] * 12
     cycle += [describe[DEFAULT]] * 2 if with_default else [describe[SMALL]] * 2

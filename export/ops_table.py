@@ -1,11 +1,11 @@
 """``docs/ops.md``: every registered pooling op, its lowerings, their parity and dynamic dims.
 
-Generated from the pooling registry and the lowering registry, so a new op or lowering
-shows up on the next ``python -m export.ops_table``; ``tests/test_ops_table.py`` keeps
-the committed file in step. Parity is measured here: each lowering of each op runs on
-``SHAPES`` in onnxruntime against the library's torch module with the example params
-below. Ops that need weights, a second input or a fixed H/W are measured by their own
-tests, named in the table.
+Generated from the pooling registry and the lowering registry, so a new op, example or
+lowering shows up on the next ``python -m export.ops_table``; ``tests/test_ops_table.py``
+keeps the committed file in step. Parity is measured here: each lowering runs every registry
+example it accepts, on ``SHAPES`` (fitted to the dims the params fix), with the op's extra
+inputs drawn as the registry describes them and learnable ops' seeded weights, against the
+library's torch module in onnxruntime.
 """
 
 from __future__ import annotations
@@ -16,40 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-import export.runtime.lowerings  # noqa: F401  (registers the lowerings)
 from export.parity import compare_outputs
-from export.runtime.graph import build_pool_graph
+from export.runtime.graph import build_lowered_graph
 from export.runtime.lowering import Lowering, lowered_ops, lowerings_for
-from export.runtime.sessions import create_session, run
-from models.pooling import create_pool, get_pool_spec, list_pools, parse_params
+from export.runtime.sessions import create_session
+from models.pooling import PoolError, get_pool_spec, list_pools, parse_params
+from models.pooling.examples import example_inputs, example_shape
+from models.pooling.examples_torch import example_module, module_weights, torch_outputs
 
 CPU = ("CPUExecutionProvider",)
 OPS_MD = Path(__file__).resolve().parents[1] / "docs" / "ops.md"
 SHAPES = ((2, 3, 13, 11), (1, 4, 8, 9), (3, 2, 16, 7))
 """Odd, non-square, batch 1 to 3: none of them the shape another one was built for."""
-
-WINDOW = {"kernel_size": 3, "stride": 2, "padding": 1}
-EXAMPLES: dict[str, dict[str, Any]] = {
-    "max": WINDOW,
-    "min": WINDOW,
-    "avg": {**WINDOW, "ceil_mode": True, "count_include_pad": False},
-    "median": WINDOW,
-    "lp": {"norm_type": 2, "kernel_size": 3, "stride": 2},
-    "softpool": {"kernel_size": 3, "stride": 2},
-    "mixed": {**WINDOW, "alpha": 0.3},
-    "stochastic": WINDOW,
-    "adaptive_avg": {"output_size": 3},
-    "adaptive_max": {"output_size": 3},
-}
-"""Parameters for ops whose schema has no usable default (a window op needs its kernel)."""
-
-OWN_TESTS = {
-    "weights": "tests/test_export_lowerings_learnable.py",
-    "static": "tests/test_export_lowerings_rmac_fractional.py",
-    "inputs": "tests/test_export_lowerings_more.py",
-}
 
 
 @dataclass(frozen=True)
@@ -57,54 +36,55 @@ class Cell:
     """One lowering of one op: what it is and what was measured."""
 
     lowering: Lowering
-    max_abs_error: float | None
+    examples: int
+    max_abs_error: float
     dynamic: str
 
 
-def where_tested(lowering: Lowering) -> str | None:
-    """The test file that measures a lowering this table cannot run with plain inputs."""
-    if lowering.needs_weights:
-        return OWN_TESTS["weights"]
-    if lowering.needs_static_hw or lowering.inputs != ("x",):
-        if lowering.op == "fractional_max" or lowering.needs_static_hw:
-            return OWN_TESTS["static"]
-        return OWN_TESTS["inputs"]
-    return None
+def accepted(lowering: Lowering) -> list[dict[str, Any]]:
+    """The op's registry examples this lowering builds (float32)."""
+    examples = get_pool_spec(lowering.op).examples
+    return [
+        dict(ex)
+        for ex in examples
+        if lowering.refusal(parse_params(lowering.op, **ex), "float32") is None
+    ]
 
 
-def declared_dims(lowering: Lowering) -> str:
-    """Dynamic dims of the lowerings measured by their own tests, as those tests check."""
-    if lowering.needs_static_hw:
-        return "N (H, W fixed per graph)"
-    if lowering.op == "nonlocal":
-        return "N (H, W fixed by `in_size`)"
-    return "N, C, H, W" if lowering.op != "netvlad" else "N, H, W (C = dim)"
+def _graph(lowering: Lowering, params: Any, module: Any, shape: tuple[int, ...]) -> Any:
+    weights = module_weights(module) if lowering.needs_weights else None
+    hw = (shape[2], shape[3]) if lowering.needs_static_hw else None
+    return build_lowered_graph(lowering, params, static_hw=hw, weights=weights)
 
 
-def measure(lowering: Lowering) -> tuple[float, str]:
-    """Worst |onnxruntime - torch| over ``SHAPES`` (raises if over the lowering's tolerance)
-    and the graph input's symbolic dims, as built."""
-    params = parse_params(lowering.op, **EXAMPLES.get(lowering.op, {}))
-    module = create_pool(lowering.op, **EXAMPLES.get(lowering.op, {})).eval()
-    graph = build_pool_graph(lowering.op, params, kind=lowering.kind)
-    session = create_session(graph, CPU)
-    rng = np.random.default_rng(0)
-    worst = 0.0
-    for shape in SHAPES:
-        x = rng.standard_normal(shape).astype(np.float32)
-        with torch.inference_mode():
-            out = module(torch.from_numpy(x))
-        expected = [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
-        worst = max(worst, compare_outputs(run(session, x), expected, lowering.tolerance, shape))
-    dims = graph.graph.input[0].type.tensor_type.shape.dim
-    return worst, ", ".join(d.dim_param for d in dims if d.dim_param)
+def measure_example(lowering: Lowering, example: dict[str, Any]) -> tuple[float, str]:
+    """Worst |onnxruntime - torch| of one example over the ``SHAPES`` it fits (raises if
+    over the lowering's tolerance), and the graph input's symbolic dims, as built."""
+    params = parse_params(lowering.op, **example)
+    module = example_module(lowering.op, example)
+    worst, dims = 0.0, ""
+    for i, preferred in enumerate(SHAPES):
+        shape = example_shape(lowering.op, params, preferred)
+        try:
+            params.output_shape(shape, shape)
+        except PoolError:
+            continue  # this example does not fit this shape
+        graph = _graph(lowering, params, module, shape)
+        arrays = example_inputs(lowering.op, params, shape, np.random.default_rng(i))
+        feeds = {v.name: arrays[v.name] for v in graph.graph.input}
+        got = create_session(graph, CPU).run(None, feeds)
+        want = torch_outputs(lowering.op, module, params, arrays)
+        worst = max(worst, compare_outputs(got, want, lowering.tolerance, shape))
+        x_dims = graph.graph.input[0].type.tensor_type.shape.dim
+        dims = ", ".join(d.dim_param for d in x_dims if d.dim_param)
+    return worst, dims
 
 
 def cell(lowering: Lowering) -> Cell:
-    if where_tested(lowering):
-        return Cell(lowering, None, declared_dims(lowering))
-    error, dims = measure(lowering)
-    return Cell(lowering, error, dims)
+    examples = accepted(lowering)
+    measured = [measure_example(lowering, ex) for ex in examples]
+    dims = min((d for _, d in measured), key=len)  # the most fixed any example makes it
+    return Cell(lowering, len(examples), max(e for e, _ in measured), dims)
 
 
 def cells(op: str) -> list[Cell]:
@@ -113,38 +93,35 @@ def cells(op: str) -> list[Cell]:
     return [cell(low) for low in lowerings_for(op)]
 
 
-def _parity(cell: Cell) -> str:
-    if cell.max_abs_error is None:
-        return f"`{where_tested(cell.lowering)}`"
-    return f"{cell.max_abs_error:.1e}"
-
-
 def render(table: dict[str, list[Cell]]) -> str:
     lines = [
         "# Pooling ops in ONNX",
         "",
         "Generated by `python -m export.ops_table` from the pooling and lowering registries;",
         "`tests/test_ops_table.py` keeps it in step. *max error* is |onnxruntime - torch| over",
-        f"input shapes {', '.join(str(s) for s in SHAPES)} with the params shown (CPU EP,",
-        "fp32, measured when the file was generated); ops that need weights, a second input or a",
-        "fixed H/W name the test that measures them. *tolerance* is what the parity gate and the",
-        "tests allow. Standard kinds (`native`, `decomposition`) run on every execution provider;",
-        "`custom` nodes (`ai.onnx.contrib`) need `export.runtime.sessions`'s kernels.",
+        "every registry example the lowering builds, each on input shapes "
+        f"{', '.join(str(s) for s in SHAPES)}",
+        "(fitted to the dims the params fix, extra inputs and weights drawn as the registry",
+        "describes them; CPU EP, fp32, measured when the file was generated). *typical params* is",
+        "the op's first example. *tolerance* is what the parity gate and the tests allow.",
+        "Standard kinds (`native`, `decomposition`) run on every execution provider; `custom`",
+        "nodes (`ai.onnx.contrib`) need `export.runtime.sessions`'s kernels. *dynamic dims* are",
+        "the input dims one graph serves (rmac's graph is built per H, W).",
         "",
-        "| op | lowering | emits | params | max error | tolerance | dynamic dims |",
-        "|---|---|---|---|---|---|---|",
+        "| op | lowering | emits | typical params | examples | max error | tolerance "
+        "| dynamic dims |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for op, op_cells in table.items():
         if not op_cells:
-            lines.append(f"| `{op}` | none | | | | | |")
-        for cell in op_cells:
-            low = cell.lowering
-            params = ", ".join(f"{k}={v}" for k, v in EXAMPLES.get(op, {}).items()) or "defaults"
-            if cell.max_abs_error is None:
-                params = "see test"
+            lines.append(f"| `{op}` | none | | | | | | |")
+        example = get_pool_spec(op).examples[0]
+        params = ", ".join(f"{k}={v}" for k, v in example.items()) or "defaults"
+        for c in op_cells:
+            low = c.lowering
             lines.append(
-                f"| `{op}` | {low.kind} | {low.note} | {params} | {_parity(cell)} "
-                f"| {low.tolerance:g} | {cell.dynamic} |"
+                f"| `{op}` | {low.kind} | {low.note} | {params} | {c.examples} "
+                f"| {c.max_abs_error:.1e} | {low.tolerance:g} | {c.dynamic} |"
             )
     summaries = [f"- `{op}`: {get_pool_spec(op).summary}" for op in table]
     return "\n".join([*lines, "", "## What each op computes", "", *summaries, ""])

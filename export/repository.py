@@ -44,10 +44,10 @@ from export.runtime.manifest import (
     ModelEntry,
     ParityRecord,
     TensorSpec,
-    sha256_of,
 )
 from export.runtime.versions import IR_VERSION, OPSET
 from export.torch_export import export_module, torch_reference
+from models.digest import sha256_file
 from models.pooling.netvlad import NetVLAD
 from models.pooling.nonlocal_pool import NonLocalParams, NonLocalPool
 from models.zoo import BuiltModel, ModelCfg, build_model, list_models
@@ -378,7 +378,7 @@ def write_model(out: Path, name: str, model: onnx.ModelProto, entry: ModelEntry)
     write_atomic(
         out / name / "config.pbtxt", config_pbtxt(name, entry.inputs, entry.outputs).encode()
     )
-    return entry.model_copy(update={"sha256": sha256_of(path), "bytes": path.stat().st_size})
+    return entry.model_copy(update={"sha256": sha256_file(path), "bytes": path.stat().st_size})
 
 
 def producer() -> dict[str, str]:

@@ -25,7 +25,6 @@ Layouts understood (all mapped onto our modules' keys, which equal the first of 
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 from collections.abc import Callable, Mapping
@@ -39,6 +38,8 @@ import safetensors.torch
 import torch
 from numpy._core import multiarray
 from torch import Tensor, nn
+
+from models.digest import sha256_file
 
 
 class CheckpointError(ValueError):
@@ -85,14 +86,6 @@ _NUMPY_SAFE: list[Any] = [
     *[getattr(np.dtypes, f"{t}DType") for t in ("Float16", "Float32", "Float64", "Bool")],
     *[getattr(np.dtypes, f"{s}{b}DType") for s in ("Int", "UInt") for b in (8, 16, 32, 64)],
 ]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _is_safetensors(path: Path) -> bool:

@@ -81,6 +81,21 @@ def test_concurrent_requests_share_one_run_and_get_their_own_rows(make_client, t
     # One new observation, in the bucket for 4 rows and not in the one below it.
     assert after[4.0] - before.get(4.0, 0) == 1
     assert after[2.0] - before.get(2.0, 0) == 0
+    # Each request's wait in the queue: four of them, the first arrival waiting the longest
+    # (the batch went when full, well inside the 2 s delay).
+    waits = _queue_metrics(batched)
+    assert waits["count"] == 4
+    assert 0 <= waits["sum"] < 4 * 2.0
+
+
+def _queue_metrics(client) -> dict[str, float]:
+    """count and sum of the smoke model's queue-time histogram, from /metrics."""
+    found = {}
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("poolserve_queue_duration_seconds_") and SMOKE_MODEL in line:
+            kind = line.split("{")[0].rsplit("_", 1)[1]
+            found[kind] = float(line.rsplit(" ", 1)[1])
+    return found
 
 
 def test_a_request_larger_than_the_batch_is_split_and_reassembled(make_client, torch_rows) -> None:

@@ -15,9 +15,9 @@ import pytest
 from onnx import TensorProto, helper
 from pydantic import ValidationError
 
-from app.core.config import CUDA, Settings
+from app.core.config import Settings
 from app.inference.sessions import open_session
-from export.runtime.sessions import create_session, cuda_provider_options, provider_list
+from export.runtime.sessions import CUDA, create_session, cuda_provider_options, provider_list
 from export.runtime.versions import IR_VERSION, OPSET
 
 CPU = "CPUExecutionProvider"

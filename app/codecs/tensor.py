@@ -34,8 +34,10 @@ from numpy.typing import NDArray
 
 from app.codecs.errors import CodecError
 from app.core.errors import ErrorCode
+from export.runtime.lowering import FLOAT_DTYPES
 
-DEFAULT_DTYPES = ("float32", "float16", "int64")
+WIRE_DTYPES = (*FLOAT_DTYPES, "int64")
+"""What a tensor may be sent as: the float dtypes graphs take, int64 for index inputs."""
 NPY_MAGIC = b"\x93NUMPY"
 MAX_HEADER_BYTES = 10_000  # numpy's own default max_header_size
 _HEADER_KEYS = {"descr", "fortran_order", "shape"}
@@ -154,7 +156,7 @@ def _parse_header(raw: bytes, encoding: str) -> dict[str, Any]:
 def parse_npy(
     buf: bytes | bytearray | memoryview,
     limits: TensorLimits,
-    allowed: Sequence[str] = DEFAULT_DTYPES,
+    allowed: Sequence[str] = WIRE_DTYPES,
 ) -> NDArray[Any]:
     """Decode a ``.npy`` file (format 1.0, 2.0 or 3.0) without trusting its header.
 
@@ -226,7 +228,7 @@ def decode_json_tensor(
     dtype: object,
     data: object,
     limits: TensorLimits,
-    allowed: Sequence[str] = DEFAULT_DTYPES,
+    allowed: Sequence[str] = WIRE_DTYPES,
 ) -> NDArray[Any]:
     """A C-ordered array from JSON fields: ``data`` is a flat list or nested as ``shape``.
 

@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from export.runtime.sessions import CUDA
+
 MiB = 1024 * 1024
-CUDA = "CUDAExecutionProvider"
 
 
 def _split_list(value: Any) -> Any:

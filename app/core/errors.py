@@ -21,6 +21,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from models.pooling.errors import describe_validation_errors
+
 log = logging.getLogger("poolserve")
 
 
@@ -135,14 +137,6 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorBody, "description": described[s]} for s in statuses}
 
 
-def _describe_validation(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ())) or "request"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts) or "the request is invalid"
-
-
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, ApiError):
         raise exc
@@ -161,7 +155,8 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, RequestValidationError):
         raise exc
-    return envelope(422, ErrorCode.VALIDATION_ERROR, _describe_validation(exc))
+    message = describe_validation_errors(exc.errors(), "request")
+    return envelope(422, ErrorCode.VALIDATION_ERROR, message)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

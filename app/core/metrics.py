@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -39,6 +41,14 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.queue = Histogram(
+            "poolserve_queue_duration_seconds",
+            "Time each /descriptor request waited in its model's batch queue "
+            "(Triton's nv_inference_queue_duration_us)",
+            ("model",),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.provider = Gauge(
             "poolserve_active_provider",
             "1 for the execution provider each model's session really runs on",
@@ -66,3 +76,8 @@ class Metrics:
     def observe_inference(self, model: str, batch: int, seconds: float) -> None:
         self.inference.labels(model).observe(seconds)
         self.batch.labels(model).observe(batch)
+
+    def observe_queue(self, model: str, waits_s: Iterable[float]) -> None:
+        histogram = self.queue.labels(model)
+        for wait in waits_s:
+            histogram.observe(wait)

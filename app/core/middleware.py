@@ -61,7 +61,7 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, counted_receive, tracked_send)
         except ApiError as exc:  # raised where no route handler could catch it
-            if started or exc.code != "body_too_large":
+            if started or exc.code != ErrorCode.BODY_TOO_LARGE:
                 raise
             await _send_error(send, exc)
 

@@ -51,6 +51,7 @@ class BatchStats:
     requests: int
     queue_delay_s: float  # how long the oldest request of the batch waited
     run_s: float
+    waits_s: tuple[float, ...] = ()  # how long each request of the batch waited
 
 
 @dataclass(eq=False)  # identity: queue removal must not compare arrays
@@ -202,7 +203,8 @@ class DynamicBatcher:
 
     async def _run(self, batch: list[_Request]) -> None:
         loop = asyncio.get_running_loop()
-        waited = loop.time() - batch[0].arrived
+        now = loop.time()
+        waits = tuple(now - r.arrived for r in batch)
         inputs = self._concatenate([r.rows for r in batch])
         start = time.perf_counter()
         try:
@@ -220,7 +222,7 @@ class DynamicBatcher:
             if not request.future.done():
                 request.future.set_result(outputs[offset : offset + n])
             offset += n
-        self._observe(BatchStats(offset, len(batch), waited, self._last_run_s))
+        self._observe(BatchStats(offset, len(batch), waits[0], self._last_run_s, waits))
 
     def _call(self, inputs: np.ndarray) -> np.ndarray:
         outputs = self.run_batch(inputs)

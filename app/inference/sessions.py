@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.codecs.preprocess import Preprocessor
-from app.core.config import CUDA, Settings
+from app.core.config import Settings
 from export.runtime.manifest import (
     Manifest,
     ManifestError,
@@ -25,7 +25,7 @@ from export.runtime.manifest import (
     model_path,
     verify_repository,
 )
-from export.runtime.sessions import ProviderOptions, create_session, cuda_provider_options
+from export.runtime.sessions import CUDA, ProviderOptions, create_session, cuda_provider_options
 
 log = logging.getLogger("poolserve")
 WARMUP_SPATIAL = 8

@@ -125,7 +125,7 @@ def build_pool_function(lowering: Lowering, params: Any, x: ir.Value, name: str)
         )
     formal = ir.Value(name="x", type=x.type, shape=x.shape)
     return build_function(
-        lambda op, value: lowering.build(op, params, value),
+        lambda emit, value: lowering.build(emit, params, value),
         [formal],
         domain="poolserve.lowered",
         name=name,

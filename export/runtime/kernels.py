@@ -11,18 +11,13 @@ GIL and copy their output through a Python list, so they are the fallback, not t
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from onnxruntime_extensions import PyCustomOpDef, onnx_op
 
-from export.runtime.shape_rules import window_length
-
-_NP_PAD_MODE: dict[str, Literal["reflect", "edge", "constant"]] = {
-    "reflect": "reflect",
-    "replicate": "edge",
-    "zeros": "constant",
-}
+from models.pooling.params import window_length
+from models.pooling.schemas.median import PAD_MODES
 
 
 def window_view(xp: np.ndarray, params: dict[str, Any], out_hw: tuple[int, int]) -> np.ndarray:
@@ -58,7 +53,7 @@ def median_pool(x: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     left, right, top, bottom = params["padding"]
     out_hw = window_out_hw(x.shape[2], x.shape[3], params)
     pads = ((0, 0), (0, 0), (top, bottom), (left, right))
-    xp = np.pad(x, pads, mode=_NP_PAD_MODE[params["padding_mode"]])
+    xp = np.pad(x, pads, mode=PAD_MODES[params["padding_mode"]])
     windows = window_view(_extend(xp, params, out_hw, np.inf), params, out_hw)
     covered = window_view(
         _extend(np.ones((1, 1, *xp.shape[2:]), x.dtype), params, out_hw, 0.0), params, out_hw

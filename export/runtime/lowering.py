@@ -1,7 +1,7 @@
 """The lowering registry: for each pooling op, the ways it can be written in ONNX.
 
-A lowering is a plain function ``build(op, params, *inputs)`` that emits ONNX nodes through
-an onnxscript ``OpBuilder`` (``op.MaxPool(x, kernel_shape=[3, 3])``) and returns the output
+A lowering is a plain function ``build(emit, params, *inputs)`` that emits ONNX nodes through
+an onnxscript ``OpBuilder`` (``emit.MaxPool(x, kernel_shape=[3, 3])``) and returns the output
 values. It never touches torch, so the same function builds the graph the service runs and
 replaces the op inside a torch-exported model (see ``export.torch_export``).
 
@@ -21,7 +21,7 @@ Some lowerings need more than the params, and say so in their ``Lowering`` field
   passes ``static_hw`` to ``export.runtime.graph.build_pool_graph`` and ``build`` reads the fixed
   dims from ``x.shape`` (``static_hw(x)``);
 - ``weight_shapes``: learned weights (netvlad, nonlocal), by the torch module's
-  ``state_dict()`` key; ``build`` gets them as initializers, ``build(op, params, *inputs,
+  ``state_dict()`` key; ``build`` gets them as initializers, ``build(emit, params, *inputs,
   weights={key: value})``;
 
 Each lowering also states its cost before anything is built (``export.runtime.cost``):
@@ -45,7 +45,7 @@ Outputs = ir.Value | tuple[ir.Value, ...]
 
 
 class Ops(Protocol):
-    """What a lowering builds with: ``op.MaxPool(x, kernel_shape=[2, 2])`` adds a node and
+    """What a lowering builds with: ``emit.MaxPool(x, kernel_shape=[2, 2])`` adds a node and
     returns its output. onnxscript's ``OpBuilder`` is one; extra keywords ``_domain``,
     ``_version`` and ``_outputs`` pick a custom domain or several outputs (see ``outputs``).
     """
@@ -88,7 +88,7 @@ class Lowering:
     Attributes:
         op: the pooling registry name (``"max"``, ``"avg"``, ...).
         kind: ``native``, ``decomposition`` or ``custom``.
-        build: ``build(op, params, *inputs) -> value or tuple of values``.
+        build: ``build(emit, params, *inputs) -> value or tuple of values``.
         limitation: returns why these params cannot use this lowering, or None when they can.
         dtypes: input dtypes the lowering handles (custom kernels are float32 only).
         inputs: names of the tensor inputs, in ``build``'s order.

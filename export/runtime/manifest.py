@@ -7,7 +7,6 @@ no torch. The layout is described in ``docs/model-repository.md``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from export.runtime.errors import ExportError
+from models.digest import sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -90,15 +90,6 @@ class Manifest(_Strict):
     models: dict[str, ModelEntry]
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks (model files can be hundreds of MB)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_manifest(root: str | Path) -> Manifest:
     """Parse ``<root>/manifest.json``; raises ``ManifestError`` with the reason."""
     path = Path(root) / MANIFEST_NAME
@@ -150,7 +141,7 @@ def verify_repository(root: str | Path, names: list[str] | None = None) -> Manif
         path = model_path(root, entry)
         if not path.is_file():
             problems.append(f"{name}: {entry.path} is missing")
-        elif (digest := sha256_of(path)) != entry.sha256:
+        elif (digest := sha256_file(path)) != entry.sha256:
             problems.append(
                 f"{name}: {entry.path} has sha256 {digest}, the manifest says {entry.sha256} "
                 "(the file was modified or replaced: re-export)"

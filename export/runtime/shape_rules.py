@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from export.runtime.errors import LoweringError
+from models.pooling.params import Minimum, window_length
 
-Minimum = Callable[[Any, Any], Any]
 ShapeRule = Callable[[Any, tuple[Any, ...], Minimum], tuple[Any, ...]]
 
 _RULES: dict[str, ShapeRule] = {}
@@ -31,31 +31,6 @@ def output_shape(
     if op not in _RULES:
         raise LoweringError(f"op {op!r} has no shape rule, so it cannot be exported inside a model")
     return _RULES[op](params, shape, minimum)
-
-
-def ceil_div(a: Any, b: int) -> Any:
-    return -(-a // b)
-
-
-def window_length(
-    size: Any,
-    kernel: int,
-    stride: int,
-    pads: tuple[int, int],
-    dilation: int,
-    ceil: bool,
-    minimum: Minimum = min,
-) -> Any:
-    """torch's pooled length (``models.pooling.params.pooled_length``) without branches.
-
-    In ceil mode torch drops the last window when it would start in the trailing padding,
-    which is the same as taking min(ceil(span / s) + 1, ceil((size + pad_begin) / s)).
-    """
-    pad_begin, pad_end = pads
-    span = size + pad_begin + pad_end - (dilation * (kernel - 1) + 1)
-    if not ceil:
-        return span // stride + 1
-    return minimum(ceil_div(span, stride) + 1, ceil_div(size + pad_begin, stride))
 
 
 def window_shape(p: Any, shape: tuple[Any, ...], minimum: Minimum = min) -> tuple[Any, ...]:

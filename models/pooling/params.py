@@ -9,7 +9,7 @@ can key a graph cache. Values are normalised on the way in: sizes become
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, model_validator
@@ -17,8 +17,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema, mod
 from models.pooling.errors import PoolInputError, PoolParamError
 
 
-def _to_pair(value: Any) -> Any:
-    if isinstance(value, int) and not isinstance(value, bool):
+def to_pair(value: Any) -> Any:
+    """A number -> (v, v); a one-element sequence -> (v0, v0); anything else is left to
+    pydantic (which then says what is wrong with it)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return (value, value)
     if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 1:
         return (value[0], value[0])
@@ -44,7 +46,7 @@ _INT_OR_PAIR_SCHEMA = {
     ]
 }
 
-Pair = Annotated[tuple[int, int], BeforeValidator(_to_pair), WithJsonSchema(_INT_OR_PAIR_SCHEMA)]
+Pair = Annotated[tuple[int, int], BeforeValidator(to_pair), WithJsonSchema(_INT_OR_PAIR_SCHEMA)]
 """An int or an (h, w) pair, normalised to a pair."""
 
 Padding = Annotated[
@@ -65,7 +67,7 @@ Padding = Annotated[
 
 OptionalPair = Annotated[
     tuple[int, int] | None,
-    BeforeValidator(_to_pair),
+    BeforeValidator(to_pair),
     WithJsonSchema({"anyOf": [*_INT_OR_PAIR_SCHEMA["anyOf"], {"type": "null"}]}),
 ]
 
@@ -100,56 +102,91 @@ def check_nchw(shape: Sequence[int], op: str) -> tuple[int, int, int, int]:
     return n, c, h, w
 
 
+Minimum = Callable[[Any, Any], Any]
+
+
+def ceil_div(a: Any, b: int) -> Any:
+    return -(-a // b)
+
+
+def window_length(
+    size: Any,
+    kernel: int,
+    stride: int,
+    pads: tuple[int, int],
+    dilation: int,
+    ceil: bool,
+    minimum: Minimum = min,
+) -> Any:
+    """torch's pooled length along one axis, for padding at most half the kernel (the
+    schemas' rule), written without branches on ``size`` so a symbolic dim stays symbolic
+    under torch's exporter (which passes ``minimum=torch.sym_min``).
+
+    In ceil mode torch drops the last window when it would start in the trailing padding:
+    min(ceil(span / s) + 1, ceil((size + pad_begin) / s)).
+    """
+    pad_begin, pad_end = pads
+    span = size + pad_begin + pad_end - (dilation * (kernel - 1) + 1)
+    if not ceil:
+        return span // stride + 1
+    return minimum(ceil_div(span, stride) + 1, ceil_div(size + pad_begin, stride))
+
+
 def pooled_length(
     size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int, ceil: bool
 ) -> int:
-    """Output length along one axis, with torch's rule for asymmetric padding and ceil_mode.
-
-    In ceil mode the last window must start inside the input or the leading padding,
-    never entirely in the trailing padding.
-    """
-    span = size + pad_begin + pad_end - (dilation * (kernel - 1) + 1)
-    if span < 0:
+    """``window_length``, or 0 when the window does not fit at all. Never ``int()`` the
+    result: under torch's exporter ``size`` is symbolic, and ``int()`` would pin it."""
+    if size + pad_begin + pad_end < dilation * (kernel - 1) + 1:
         return 0
-    out = (math.ceil(span / stride) if ceil else span // stride) + 1
-    if ceil and (out - 1) * stride >= size + pad_begin:
-        out -= 1
-    return out
+    length: int = window_length(size, kernel, stride, (pad_begin, pad_end), dilation, ceil)
+    return length
 
 
-class WindowParams(PoolParams):
-    """A sliding window: kernel, stride (defaults to the kernel), padding, dilation, ceil_mode."""
+def check_padding(padding: tuple[int, int, int, int], kernel: tuple[int, int]) -> None:
+    """torch's rule: padding (left, right, top, bottom) >= 0 and at most half the kernel."""
+    left, right, top, bottom = padding
+    require(min(padding) >= 0, f"padding must be >= 0, got {padding}")
+    require(
+        max(left, right) <= kernel[1] // 2 and max(top, bottom) <= kernel[0] // 2,
+        f"padding {padding} (left, right, top, bottom) must be at most half the kernel "
+        f"{kernel}: use padding <= kernel_size // 2 on each side",
+    )
+
+
+class KernelParams(PoolParams):
+    """A kernel and a stride, which defaults to the kernel (torch's rule for every pool)."""
 
     kernel_size: Pair
     stride: OptionalPair = None
-    padding: Padding = (0, 0, 0, 0)
-    dilation: Pair = (1, 1)
-    ceil_mode: bool = False
 
     @model_validator(mode="after")
-    def _check_window(self) -> WindowParams:
+    def _check_kernel(self) -> KernelParams:
         kh, kw = self.kernel_size
         require(kh > 0 and kw > 0, f"kernel_size must be > 0, got {self.kernel_size}")
         if self.stride is None:
             object.__setattr__(self, "stride", self.kernel_size)
-        require(
-            self.strides[0] > 0 and self.strides[1] > 0,
-            f"stride must be > 0, got {self.stride}",
-        )
-        require(self.dilation[0] > 0 and self.dilation[1] > 0, "dilation must be > 0")
-        left, right, top, bottom = self.padding
-        require(min(self.padding) >= 0, f"padding must be >= 0, got {self.padding}")
-        require(
-            max(left, right) <= kw // 2 and max(top, bottom) <= kh // 2,
-            f"padding {self.padding} (left, right, top, bottom) must be at most half the kernel "
-            f"{self.kernel_size}: use padding <= kernel_size // 2 on each side",
-        )
+        require(min(self.strides) > 0, f"stride must be > 0, got {self.stride}")
         return self
 
     @property
     def strides(self) -> tuple[int, int]:
         """The resolved stride (the validator fills ``stride`` from ``kernel_size``)."""
         return self.stride if self.stride is not None else self.kernel_size
+
+
+class WindowParams(KernelParams):
+    """A sliding window: kernel, stride (defaults to the kernel), padding, dilation, ceil_mode."""
+
+    padding: Padding = (0, 0, 0, 0)
+    dilation: Pair = (1, 1)
+    ceil_mode: bool = False
+
+    @model_validator(mode="after")
+    def _check_window(self) -> WindowParams:
+        require(self.dilation[0] > 0 and self.dilation[1] > 0, "dilation must be > 0")
+        check_padding(self.padding, self.kernel_size)
+        return self
 
     @property
     def symmetric(self) -> bool:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import ValidationError
 
-from models.pooling.errors import PoolParamError, UnknownPoolError
+from models.pooling.errors import PoolParamError, UnknownPoolError, describe_validation_errors
 from models.pooling.params import PoolParams
 
 if TYPE_CHECKING:
@@ -82,7 +82,9 @@ class PoolSpec:
             and tests read them.
         fixed_dims: the input dims the params fix (``{"C": dim}``), by symbol.
         work: about how many elementary operations the op costs for these input shapes,
-            from the params and shapes alone (see ``op_cost``).
+            from the params and shapes alone (``export.runtime.cost``).
+        function_path: the functional form ``f(x, params, *drawn)``, for an op whose
+            module draws an input itself (so a caller can pass the same draw).
     """
 
     name: str
@@ -95,12 +97,18 @@ class PoolSpec:
     examples: tuple[Mapping[str, Any], ...] = ({},)
     fixed_dims: Callable[[Any], Mapping[str, int]] | None = None
     work: Callable[[Any, Sequence[Shape]], int] = _elementwise
+    function_path: str | None = None
 
     @property
     def module(self) -> Callable[[Any], nn.Module]:
         """The module class that ``module_path`` names, imported on first use (this imports
         torch)."""
         return _import_object(self.module_path)
+
+    @property
+    def function(self) -> Callable[..., Any] | None:
+        """The functional form ``function_path`` names, imported on first use (torch)."""
+        return _import_object(self.function_path) if self.function_path else None
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -159,7 +167,8 @@ def parse_params(name: str, **params: Any) -> PoolParams:
     try:
         return spec.params(**params)
     except ValidationError as exc:
-        raise PoolParamError(f"{name}: {describe_validation_error(exc)}") from None
+        problems = exc.errors(include_input=False, include_url=False)
+        raise PoolParamError(f"{name}: {describe_validation_errors(problems)}") from None
 
 
 def create_pool(name: str, **params: Any) -> nn.Module:
@@ -177,13 +186,3 @@ def extra_input_names() -> tuple[str, ...]:
 def extra_input_spec(name: str) -> TensorSpec:
     """The spec of an extra input (the first op that takes it describes it)."""
     return next(t for spec in _REGISTRY.values() for t in spec.inputs if t.name == name)
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """A one-line summary of a pydantic error that never echoes the input value back."""
-    parts = []
-    for err in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "params"
-        message = str(err["msg"]).removeprefix("Value error, ")
-        parts.append(f"{where}: {message}")
-    return "; ".join(parts)

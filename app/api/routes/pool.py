@@ -13,19 +13,23 @@ from starlette.datastructures import UploadFile
 
 from app.api.deps import ServicesDep, SettingsDep
 from app.api.negotiation import NPY, check_output, media_type, npy_response, wants_npy
-from app.codecs.tensor import TensorLimits, decode_json_tensor, parse_npy, to_json_tensor
+from app.codecs.tensor import (
+    WIRE_DTYPES,
+    TensorLimits,
+    decode_json_tensor,
+    parse_npy,
+    to_json_tensor,
+)
 from app.core.config import Settings
 from app.core.errors import ApiError, ErrorCode, responses
 from app.inference.pool import PoolRequest, PoolResult
-from export.runtime.lowering import FLOAT_DTYPES
+from models.pooling.errors import describe_validation_errors
 from models.pooling.registry import extra_input_names, extra_input_spec
 
 router = APIRouter(tags=["pool"])
 EXTRA_INPUTS = extra_input_names()
 """Every op input other than x, from the registry (max_unpool's indices, bilinear2's y...)."""
 RESERVED_QUERY = frozenset({"op", "model"})
-WIRE_DTYPES = (*FLOAT_DTYPES, "int64")
-"""What a tensor may be sent as: the float dtypes graphs take, int64 for index inputs."""
 
 
 class JsonTensor(BaseModel):
@@ -130,19 +134,14 @@ def _loads(raw: bytes | str, what: str) -> Any:
         raise ApiError(ErrorCode.INVALID_JSON, f"{what} is not valid JSON") from None
 
 
-def _describe(exc: ValidationError) -> str:
-    parts = [
-        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-        for e in exc.errors(include_input=False, include_url=False)
-    ]
-    return "; ".join(parts)
-
-
 def _from_json(raw: bytes, settings: Settings) -> PoolRequest:
     try:
         body = PoolJsonBody.model_validate(_loads(raw, "the body"))
     except ValidationError as exc:
-        raise ApiError(ErrorCode.VALIDATION_ERROR, _describe(exc)) from None
+        problems = exc.errors(include_input=False, include_url=False)
+        raise ApiError(
+            ErrorCode.VALIDATION_ERROR, describe_validation_errors(problems, "body")
+        ) from None
     limits = _limits(settings, json_form=True)
     tensors = {}
     for name, value in (("x", body.tensor), *((n, getattr(body, n)) for n in EXTRA_INPUTS)):

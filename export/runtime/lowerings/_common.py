@@ -29,23 +29,23 @@ def window_attrs(p: Any, *, pads: bool = True) -> dict[str, Any]:
     return attrs
 
 
-def const_i64(op: Ops, values: list[int]) -> ir.Value:
+def const_i64(emit: Ops, values: list[int]) -> ir.Value:
     """A 1-D int64 constant (shapes, axes, slice bounds)."""
-    return op.Constant(value=ir.tensor(np.array(values, dtype=np.int64)))
+    return emit.Constant(value=ir.tensor(np.array(values, dtype=np.int64)))
 
 
-def scalar_like(op: Ops, value: float, like: ir.Value) -> ir.Value:
+def scalar_like(emit: Ops, value: float, like: ir.Value) -> ir.Value:
     """A scalar of ``like``'s dtype, so one graph serves float16, float32 and float64."""
-    return op.CastLike(op.Constant(value_float=value), like)
+    return emit.CastLike(emit.Constant(value_float=value), like)
 
 
-def ones_plane(op: Ops, x: ir.Value) -> ir.Value:
+def ones_plane(emit: Ops, x: ir.Value) -> ir.Value:
     """A (1, 1, H, W) tensor of ones with ``x``'s spatial size and dtype."""
-    shape = op.Concat(const_i64(op, [1, 1]), op.Shape(x, start=2), axis=0)
+    shape = emit.Concat(const_i64(emit, [1, 1]), emit.Shape(x, start=2), axis=0)
     one = ir.tensor(np.array([1.0], dtype=np.float32))
-    return op.CastLike(op.ConstantOfShape(shape, value=one), x)
+    return emit.CastLike(emit.ConstantOfShape(shape, value=one), x)
 
 
-def plane_size(op: Ops, x: ir.Value) -> ir.Value:
+def plane_size(emit: Ops, x: ir.Value) -> ir.Value:
     """H * W of an NCHW tensor, as an int64 scalar."""
-    return op.ReduceProd(op.Shape(x, start=2), keepdims=0)
+    return emit.ReduceProd(emit.Shape(x, start=2), keepdims=0)

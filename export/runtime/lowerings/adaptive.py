@@ -20,61 +20,64 @@ import onnx_ir as ir
 from export.runtime.lowering import Lowering, Ops, Outputs, outputs, register_lowering
 from export.runtime.lowerings._common import const_i64, scalar_like
 from export.runtime.lowerings._cost import INT64, Shape, out_elements
-from export.runtime.shape_rules import Minimum, register_shape_rule
+from export.runtime.shape_rules import register_shape_rule
 from export.runtime.versions import CUSTOM_DOMAIN, CUSTOM_OPSET
+from models.pooling.params import Minimum
 from models.pooling.schemas.adaptive import AdaptiveMaxParams, AdaptiveParams
 
 Reduce = Callable[[Ops, ir.Value, int], ir.Value]
 
 
-def reduce_mean(op: Ops, x: ir.Value, axis: int) -> ir.Value:
-    return op.ReduceMean(x, const_i64(op, [axis]), keepdims=1)
+def reduce_mean(emit: Ops, x: ir.Value, axis: int) -> ir.Value:
+    return emit.ReduceMean(x, const_i64(emit, [axis]), keepdims=1)
 
 
-def reduce_max(op: Ops, x: ir.Value, axis: int) -> ir.Value:
-    return op.ReduceMax(x, const_i64(op, [axis]), keepdims=1)
+def reduce_max(emit: Ops, x: ir.Value, axis: int) -> ir.Value:
+    return emit.ReduceMax(x, const_i64(emit, [axis]), keepdims=1)
 
 
-def bin_bounds(op: Ops, size: ir.Value, i: int, n: int) -> tuple[ir.Value, ir.Value]:
+def bin_bounds(emit: Ops, size: ir.Value, i: int, n: int) -> tuple[ir.Value, ir.Value]:
     """Bin ``i`` of ``n`` over an axis of length ``size`` (int64[1]): [start, end)."""
-    start = op.Div(op.Mul(size, i), n)
-    end = op.Div(op.Add(op.Mul(size, i + 1), n - 1), n)
+    start = emit.Div(emit.Mul(size, i), n)
+    end = emit.Div(emit.Add(emit.Mul(size, i + 1), n - 1), n)
     return start, end
 
 
-def pool_axis(op: Ops, x: ir.Value, axis: int, n: int | None, reduce: Reduce) -> ir.Value:
+def pool_axis(emit: Ops, x: ir.Value, axis: int, n: int | None, reduce: Reduce) -> ir.Value:
     """Reduce every adaptive bin along one axis; ``None`` leaves the axis as it is."""
     if n is None:
         return x
-    size = op.Shape(x, start=axis, end=axis + 1)
+    size = emit.Shape(x, start=axis, end=axis + 1)
     cells = []
     for i in range(n):
-        start, end = bin_bounds(op, size, i, n)
-        cells.append(reduce(op, op.Slice(x, start, end, const_i64(op, [axis])), axis))
-    return cells[0] if n == 1 else op.Concat(*cells, axis=axis)
+        start, end = bin_bounds(emit, size, i, n)
+        cells.append(reduce(emit, emit.Slice(x, start, end, const_i64(emit, [axis])), axis))
+    return cells[0] if n == 1 else emit.Concat(*cells, axis=axis)
 
 
-def adaptive(op: Ops, x: ir.Value, size: tuple[int | None, int | None], reduce: Reduce) -> ir.Value:
+def adaptive(
+    emit: Ops, x: ir.Value, size: tuple[int | None, int | None], reduce: Reduce
+) -> ir.Value:
     """Adaptive pooling of NCHW ``x`` to ``size``; (1, 1) is a plain reduction."""
     if size == (1, 1):
-        axes = const_i64(op, [2, 3])
-        reduced = op.ReduceMean if reduce is reduce_mean else op.ReduceMax
+        axes = const_i64(emit, [2, 3])
+        reduced = emit.ReduceMean if reduce is reduce_mean else emit.ReduceMax
         result: ir.Value = reduced(x, axes, keepdims=1)
         return result
-    return pool_axis(op, pool_axis(op, x, 3, size[1], reduce), 2, size[0], reduce)
+    return pool_axis(emit, pool_axis(emit, x, 3, size[1], reduce), 2, size[0], reduce)
 
 
-def adaptive_avg_decomposed(op: Ops, p: AdaptiveParams, x: ir.Value) -> Outputs:
-    return adaptive(op, x, p.output_size, reduce_mean)
+def adaptive_avg_decomposed(emit: Ops, p: AdaptiveParams, x: ir.Value) -> Outputs:
+    return adaptive(emit, x, p.output_size, reduce_mean)
 
 
-def adaptive_max_decomposed(op: Ops, p: AdaptiveMaxParams, x: ir.Value) -> Outputs:
+def adaptive_max_decomposed(emit: Ops, p: AdaptiveMaxParams, x: ir.Value) -> Outputs:
     if not p.return_indices:
-        return adaptive(op, x, p.output_size, reduce_max)
+        return adaptive(emit, x, p.output_size, reduce_max)
     oh, ow = p.output_size
     if oh is None or ow is None:  # refused by _indices_need_sizes
         raise ValueError("adaptive_max indices need an explicit output_size")
-    return _max_with_indices(op, x, oh, ow)
+    return _max_with_indices(emit, x, oh, ow)
 
 
 def _indices_need_sizes(p: AdaptiveMaxParams) -> str | None:
@@ -83,33 +86,33 @@ def _indices_need_sizes(p: AdaptiveMaxParams) -> str | None:
     return None
 
 
-def _max_with_indices(op: Ops, x: ir.Value, oh: int, ow: int) -> Outputs:
+def _max_with_indices(emit: Ops, x: ir.Value, oh: int, ow: int) -> Outputs:
     """Per cell: the rectangle's max and the first position holding it, as torch's flat
     per-plane index ``row * W + col``."""
-    heights, width = op.Shape(x, start=2, end=3), op.Shape(x, start=3, end=4)
+    heights, width = emit.Shape(x, start=2, end=3), emit.Shape(x, start=3, end=4)
     values, indices = [], []
     for i in range(oh):
-        top, bottom = bin_bounds(op, heights, i, oh)
+        top, bottom = bin_bounds(emit, heights, i, oh)
         for j in range(ow):
-            left, right = bin_bounds(op, width, j, ow)
-            starts, ends = op.Concat(top, left, axis=0), op.Concat(bottom, right, axis=0)
-            cell = op.Reshape(op.Slice(x, starts, ends, const_i64(op, [2, 3])), [0, 0, -1])
-            local = op.ArgMax(cell, axis=2, keepdims=1)
-            span = op.Sub(right, left)
-            row, col = op.Add(top, op.Div(local, span)), op.Add(left, op.Mod(local, span))
-            indices.append(op.Add(op.Mul(row, width), col))
-            values.append(op.ReduceMax(cell, const_i64(op, [2]), keepdims=1))
-    grid = op.Concat(op.Shape(x, start=0, end=2), const_i64(op, [oh, ow]), axis=0)
+            left, right = bin_bounds(emit, width, j, ow)
+            starts, ends = emit.Concat(top, left, axis=0), emit.Concat(bottom, right, axis=0)
+            cell = emit.Reshape(emit.Slice(x, starts, ends, const_i64(emit, [2, 3])), [0, 0, -1])
+            local = emit.ArgMax(cell, axis=2, keepdims=1)
+            span = emit.Sub(right, left)
+            row, col = emit.Add(top, emit.Div(local, span)), emit.Add(left, emit.Mod(local, span))
+            indices.append(emit.Add(emit.Mul(row, width), col))
+            values.append(emit.ReduceMax(cell, const_i64(emit, [2]), keepdims=1))
+    grid = emit.Concat(emit.Shape(x, start=0, end=2), const_i64(emit, [oh, ow]), axis=0)
     return (
-        op.Reshape(op.Concat(*values, axis=2), grid),
-        op.Reshape(op.Concat(*indices, axis=2), grid),
+        emit.Reshape(emit.Concat(*values, axis=2), grid),
+        emit.Reshape(emit.Concat(*indices, axis=2), grid),
     )
 
 
-def adaptive_max_custom(op: Ops, p: AdaptiveMaxParams, x: ir.Value) -> Outputs:
+def adaptive_max_custom(emit: Ops, p: AdaptiveMaxParams, x: ir.Value) -> Outputs:
     if p.return_indices:
         return outputs(
-            op.AdaptiveMaxPool2dWithIndices(
+            emit.AdaptiveMaxPool2dWithIndices(
                 x,
                 params=p.model_dump_json(),
                 _domain=CUSTOM_DOMAIN,
@@ -118,28 +121,30 @@ def adaptive_max_custom(op: Ops, p: AdaptiveMaxParams, x: ir.Value) -> Outputs:
             ),
             2,
         )
-    return op.AdaptiveMaxPool2d(
+    return emit.AdaptiveMaxPool2d(
         x, params=p.model_dump_json(), _domain=CUSTOM_DOMAIN, _version=CUSTOM_OPSET
     )
 
 
-def global_avg_native(op: Ops, p: Any, x: ir.Value) -> Outputs:
-    return op.GlobalAveragePool(x)
+def global_avg_native(emit: Ops, p: Any, x: ir.Value) -> Outputs:
+    return emit.GlobalAveragePool(x)
 
 
-def global_max_native(op: Ops, p: Any, x: ir.Value) -> Outputs:
-    return op.GlobalMaxPool(x)
+def global_max_native(emit: Ops, p: Any, x: ir.Value) -> Outputs:
+    return emit.GlobalMaxPool(x)
 
 
-def avgmax_add_decomposed(op: Ops, p: AdaptiveParams, x: ir.Value) -> Outputs:
+def avgmax_add_decomposed(emit: Ops, p: AdaptiveParams, x: ir.Value) -> Outputs:
     """0.5 * (avg + max), timm's order of operations."""
-    avg = adaptive(op, x, p.output_size, reduce_mean)
-    return op.Mul(op.Add(avg, adaptive(op, x, p.output_size, reduce_max)), scalar_like(op, 0.5, x))
+    avg = adaptive(emit, x, p.output_size, reduce_mean)
+    return emit.Mul(
+        emit.Add(avg, adaptive(emit, x, p.output_size, reduce_max)), scalar_like(emit, 0.5, x)
+    )
 
 
-def avgmax_cat_decomposed(op: Ops, p: AdaptiveParams, x: ir.Value) -> Outputs:
-    avg = adaptive(op, x, p.output_size, reduce_mean)
-    return op.Concat(avg, adaptive(op, x, p.output_size, reduce_max), axis=1)
+def avgmax_cat_decomposed(emit: Ops, p: AdaptiveParams, x: ir.Value) -> Outputs:
+    avg = adaptive(emit, x, p.output_size, reduce_mean)
+    return emit.Concat(avg, adaptive(emit, x, p.output_size, reduce_max), axis=1)
 
 
 def _adaptive_shape(p: Any, shape: tuple[Any, ...], minimum: Minimum = min) -> tuple[Any, ...]:

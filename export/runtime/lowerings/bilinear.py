@@ -17,34 +17,35 @@ import onnx_ir as ir
 from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
 from export.runtime.lowerings._common import const_i64, plane_size, scalar_like
 from export.runtime.lowerings._cost import Shape, in_elements, out_elements
-from export.runtime.shape_rules import Minimum, register_shape_rule
+from export.runtime.shape_rules import register_shape_rule
+from models.pooling.params import Minimum
 from models.pooling.schemas.bilinear import BilinearParams
 
 
-def _outer_mean(op: Ops, x: ir.Value, y: ir.Value) -> ir.Value:
+def _outer_mean(emit: Ops, x: ir.Value, y: ir.Value) -> ir.Value:
     """(N, C1 * C2): each sample's x y^T over its H * W locations, divided by H * W."""
-    xs = op.Reshape(x, const_i64(op, [0, 0, -1]))
-    ys = op.Reshape(y, const_i64(op, [0, 0, -1]))
-    z = op.Reshape(op.MatMul(xs, op.Transpose(ys, perm=[0, 2, 1])), const_i64(op, [0, -1]))
-    return op.Div(z, op.CastLike(plane_size(op, x), x))
+    xs = emit.Reshape(x, const_i64(emit, [0, 0, -1]))
+    ys = emit.Reshape(y, const_i64(emit, [0, 0, -1]))
+    z = emit.Reshape(emit.MatMul(xs, emit.Transpose(ys, perm=[0, 2, 1])), const_i64(emit, [0, -1]))
+    return emit.Div(z, emit.CastLike(plane_size(emit, x), x))
 
 
-def _finish(op: Ops, p: BilinearParams, z: ir.Value) -> ir.Value:
-    eps = scalar_like(op, p.eps, z)
+def _finish(emit: Ops, p: BilinearParams, z: ir.Value) -> ir.Value:
+    eps = scalar_like(emit, p.eps, z)
     if p.signed_sqrt:
-        z = op.Mul(op.Sign(z), op.Sqrt(op.Add(op.Abs(z), eps)))
+        z = emit.Mul(emit.Sign(z), emit.Sqrt(emit.Add(emit.Abs(z), eps)))
     if p.normalize:
-        norm = op.ReduceL2(z, const_i64(op, [1]), keepdims=1)
-        z = op.Div(z, op.Max(norm, eps))
+        norm = emit.ReduceL2(z, const_i64(emit, [1]), keepdims=1)
+        z = emit.Div(z, emit.Max(norm, eps))
     return z
 
 
-def bilinear_decomposed(op: Ops, p: BilinearParams, x: ir.Value) -> Outputs:
-    return _finish(op, p, _outer_mean(op, x, x))
+def bilinear_decomposed(emit: Ops, p: BilinearParams, x: ir.Value) -> Outputs:
+    return _finish(emit, p, _outer_mean(emit, x, x))
 
 
-def bilinear2_decomposed(op: Ops, p: BilinearParams, x: ir.Value, y: ir.Value) -> Outputs:
-    return _finish(op, p, _outer_mean(op, x, y))
+def bilinear2_decomposed(emit: Ops, p: BilinearParams, x: ir.Value, y: ir.Value) -> Outputs:
+    return _finish(emit, p, _outer_mean(emit, x, y))
 
 
 def _bilinear_shape(p: Any, shape: tuple[Any, ...], minimum: Minimum = min) -> tuple[Any, ...]:

@@ -34,94 +34,94 @@ from models.pooling.schemas.fractional import FractionalMaxParams
 FLOAT, INT64 = ir.DataType.FLOAT, ir.DataType.INT64
 
 
-def _scalar_i64(op: Ops, value: int) -> ir.Value:
-    return op.Constant(value=ir.tensor(np.array(value, dtype=np.int64)))
+def _scalar_i64(emit: Ops, value: int) -> ir.Value:
+    return emit.Constant(value=ir.tensor(np.array(value, dtype=np.int64)))
 
 
-def _output_length(op: Ops, p: FractionalMaxParams, size: ir.Value, axis: int) -> ir.Value:
+def _output_length(emit: Ops, p: FractionalMaxParams, size: ir.Value, axis: int) -> ir.Value:
     """The output length along spatial ``axis`` (0 = H, 1 = W) as an int64 scalar."""
     if p.output_size is not None:
-        return _scalar_i64(op, p.output_size[axis])
+        return _scalar_i64(emit, p.output_size[axis])
     if p.output_ratio is None:  # the schema requires one of the two
         raise ValueError("fractional_max needs output_size or output_ratio")
-    ratio = op.Constant(value=ir.tensor(np.array(p.output_ratio[axis], dtype=np.float64)))
-    scaled = op.Mul(op.Cast(size, to=ir.DataType.DOUBLE), ratio)
-    return op.Cast(op.Floor(scaled), to=INT64)
+    ratio = emit.Constant(value=ir.tensor(np.array(p.output_ratio[axis], dtype=np.float64)))
+    scaled = emit.Mul(emit.Cast(size, to=ir.DataType.DOUBLE), ratio)
+    return emit.Cast(emit.Floor(scaled), to=INT64)
 
 
 def _interval_starts(
-    op: Ops, u: ir.Value, size: ir.Value, count: ir.Value, kernel: int
+    emit: Ops, u: ir.Value, size: ir.Value, count: ir.Value, kernel: int
 ) -> ir.Value:
     """Window starts (N, C, count) along an axis of length ``size`` (int64 scalars), from
     the per-plane samples ``u`` (N, C) in float32."""
-    last = op.Sub(size, _scalar_i64(op, kernel))
-    one = _scalar_i64(op, 1)
-    denominator = op.Max(op.Sub(count, one), one)  # count 1 uses only the last start
-    alpha = op.Div(op.Cast(last, to=FLOAT), op.Cast(denominator, to=FLOAT))
-    positions = op.Range(_scalar_i64(op, 0), count, one)  # (count,)
-    u = op.Unsqueeze(u, const_i64(op, [2]))  # (N, C, 1)
-    at = op.Mul(op.Add(op.Cast(positions, to=FLOAT), u), alpha)
-    offset = op.Mul(u, alpha)
-    starts = op.Sub(op.Cast(op.Floor(at), to=INT64), op.Cast(op.Floor(offset), to=INT64))
-    starts = op.Where(op.Equal(positions, op.Sub(count, one)), last, starts)
-    return op.Min(op.Max(starts, _scalar_i64(op, 0)), last)
+    last = emit.Sub(size, _scalar_i64(emit, kernel))
+    one = _scalar_i64(emit, 1)
+    denominator = emit.Max(emit.Sub(count, one), one)  # count 1 uses only the last start
+    alpha = emit.Div(emit.Cast(last, to=FLOAT), emit.Cast(denominator, to=FLOAT))
+    positions = emit.Range(_scalar_i64(emit, 0), count, one)  # (count,)
+    u = emit.Unsqueeze(u, const_i64(emit, [2]))  # (N, C, 1)
+    at = emit.Mul(emit.Add(emit.Cast(positions, to=FLOAT), u), alpha)
+    offset = emit.Mul(u, alpha)
+    starts = emit.Sub(emit.Cast(emit.Floor(at), to=INT64), emit.Cast(emit.Floor(offset), to=INT64))
+    starts = emit.Where(emit.Equal(positions, emit.Sub(count, one)), last, starts)
+    return emit.Min(emit.Max(starts, _scalar_i64(emit, 0)), last)
 
 
 def _axis_starts(
-    op: Ops, p: FractionalMaxParams, u: ir.Value, size: ir.Value, axis: int
+    emit: Ops, p: FractionalMaxParams, u: ir.Value, size: ir.Value, axis: int
 ) -> ir.Value:
     """Starts along spatial ``axis`` (0 = H, driven by sample 1; 1 = W, by sample 0)."""
-    sample = op.Gather(u, _scalar_i64(op, 1 - axis), axis=2)  # (N, C)
-    count = _output_length(op, p, size, axis)
-    return _interval_starts(op, sample, size, count, p.kernel_size[axis])
+    sample = emit.Gather(u, _scalar_i64(emit, 1 - axis), axis=2)  # (N, C)
+    count = _output_length(emit, p, size, axis)
+    return _interval_starts(emit, sample, size, count, p.kernel_size[axis])
 
 
 def _window_index(
-    op: Ops, rows: ir.Value, cols: ir.Value, p: FractionalMaxParams, width: ir.Value
+    emit: Ops, rows: ir.Value, cols: ir.Value, p: FractionalMaxParams, width: ir.Value
 ) -> ir.Value:
     """Flat per-plane index of every window element, (N, C, oh, ow, kh * kw), row-major."""
     kh, kw = p.kernel_size
-    r = op.Add(op.Unsqueeze(rows, const_i64(op, [3])), const_i64(op, list(range(kh))))
-    c = op.Add(op.Unsqueeze(cols, const_i64(op, [3])), const_i64(op, list(range(kw))))
-    r = op.Unsqueeze(op.Mul(r, width), const_i64(op, [3, 5]))  # (N, C, oh, 1, kh, 1)
-    c = op.Unsqueeze(c, const_i64(op, [2, 4]))  # (N, C, 1, ow, 1, kw)
-    index = op.Add(r, c)  # (N, C, oh, ow, kh, kw)
-    shape = op.Concat(op.Shape(index, start=0, end=4), const_i64(op, [kh * kw]), axis=0)
-    return op.Reshape(index, shape)
+    r = emit.Add(emit.Unsqueeze(rows, const_i64(emit, [3])), const_i64(emit, list(range(kh))))
+    c = emit.Add(emit.Unsqueeze(cols, const_i64(emit, [3])), const_i64(emit, list(range(kw))))
+    r = emit.Unsqueeze(emit.Mul(r, width), const_i64(emit, [3, 5]))  # (N, C, oh, 1, kh, 1)
+    c = emit.Unsqueeze(c, const_i64(emit, [2, 4]))  # (N, C, 1, ow, 1, kw)
+    index = emit.Add(r, c)  # (N, C, oh, ow, kh, kw)
+    shape = emit.Concat(emit.Shape(index, start=0, end=4), const_i64(emit, [kh * kw]), axis=0)
+    return emit.Reshape(index, shape)
 
 
-def _window_argmax(op: Ops, values: ir.Value) -> ir.Value:
+def _window_argmax(emit: Ops, values: ir.Value) -> ir.Value:
     """Position (..., 1) of each window's max by torch's rule: the first of equal maxima;
     a NaN beats every number, the last NaN winning."""
-    first_max = op.ArgMax(values, axis=-1, keepdims=1)
-    nan = op.Cast(op.IsNaN(values), to=ir.DataType.INT32)
-    last_nan = op.ArgMax(nan, axis=-1, keepdims=1, select_last_index=1)
-    any_nan = op.Cast(op.ReduceMax(nan, const_i64(op, [-1]), keepdims=1), to=ir.DataType.BOOL)
-    return op.Where(any_nan, last_nan, first_max)
+    first_max = emit.ArgMax(values, axis=-1, keepdims=1)
+    nan = emit.Cast(emit.IsNaN(values), to=ir.DataType.INT32)
+    last_nan = emit.ArgMax(nan, axis=-1, keepdims=1, select_last_index=1)
+    any_nan = emit.Cast(emit.ReduceMax(nan, const_i64(emit, [-1]), keepdims=1), to=ir.DataType.BOOL)
+    return emit.Where(any_nan, last_nan, first_max)
 
 
 def fractional_decomposed(
-    op: Ops, p: FractionalMaxParams, x: ir.Value, samples: ir.Value
+    emit: Ops, p: FractionalMaxParams, x: ir.Value, samples: ir.Value
 ) -> Outputs:
-    height, width = (op.Squeeze(op.Shape(x, start=a, end=a + 1)) for a in (2, 3))
-    u = op.Cast(samples, to=FLOAT)  # the library's arithmetic is at least float32
-    rows, cols = _axis_starts(op, p, u, height, 0), _axis_starts(op, p, u, width, 1)
-    index = _window_index(op, rows, cols, p, width)
-    flat_x = op.Reshape(x, const_i64(op, [0, 0, -1]))
-    gathered = op.GatherElements(flat_x, op.Reshape(index, const_i64(op, [0, 0, -1])), axis=2)
-    values = op.Reshape(gathered, op.Shape(index))
-    best = _window_argmax(op, values)
-    pooled = op.Squeeze(op.GatherElements(values, best, axis=4), const_i64(op, [4]))
+    height, width = (emit.Squeeze(emit.Shape(x, start=a, end=a + 1)) for a in (2, 3))
+    u = emit.Cast(samples, to=FLOAT)  # the library's arithmetic is at least float32
+    rows, cols = _axis_starts(emit, p, u, height, 0), _axis_starts(emit, p, u, width, 1)
+    index = _window_index(emit, rows, cols, p, width)
+    flat_x = emit.Reshape(x, const_i64(emit, [0, 0, -1]))
+    gathered = emit.GatherElements(flat_x, emit.Reshape(index, const_i64(emit, [0, 0, -1])), axis=2)
+    values = emit.Reshape(gathered, emit.Shape(index))
+    best = _window_argmax(emit, values)
+    pooled = emit.Squeeze(emit.GatherElements(values, best, axis=4), const_i64(emit, [4]))
     if not p.return_indices:
         return pooled
-    return pooled, op.Squeeze(op.GatherElements(index, best, axis=4), const_i64(op, [4]))
+    return pooled, emit.Squeeze(emit.GatherElements(index, best, axis=4), const_i64(emit, [4]))
 
 
-def fractional_custom(op: Ops, p: FractionalMaxParams, x: ir.Value, samples: ir.Value) -> Outputs:
+def fractional_custom(emit: Ops, p: FractionalMaxParams, x: ir.Value, samples: ir.Value) -> Outputs:
     attrs = {"params": p.model_dump_json(), "_domain": CUSTOM_DOMAIN, "_version": CUSTOM_OPSET}
     if p.return_indices:
-        return outputs(op.FractionalMaxPool2dWithIndices(x, samples, _outputs=2, **attrs), 2)
-    return op.FractionalMaxPool2d(x, samples, **attrs)
+        return outputs(emit.FractionalMaxPool2dWithIndices(x, samples, _outputs=2, **attrs), 2)
+    return emit.FractionalMaxPool2d(x, samples, **attrs)
 
 
 def _fractional_nodes(p: FractionalMaxParams, x: Shape) -> int:

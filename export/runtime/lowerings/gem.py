@@ -20,11 +20,11 @@ from export.runtime.shape_rules import register_shape_rule
 from models.pooling.schemas.gem import GeMParams
 
 
-def gem_decomposed(op: Ops, p: GeMParams, x: ir.Value) -> Outputs:
-    clamped = op.Max(x, scalar_like(op, p.eps, x))
-    powered = op.Pow(clamped, scalar_like(op, p.p, x))
-    mean = op.ReduceMean(powered, const_i64(op, [2, 3]), keepdims=1)
-    return op.Pow(mean, scalar_like(op, 1.0 / p.p, x))
+def gem_decomposed(emit: Ops, p: GeMParams, x: ir.Value) -> Outputs:
+    clamped = emit.Max(x, scalar_like(emit, p.eps, x))
+    powered = emit.Pow(clamped, scalar_like(emit, p.p, x))
+    mean = emit.ReduceMean(powered, const_i64(emit, [2, 3]), keepdims=1)
+    return emit.Pow(mean, scalar_like(emit, 1.0 / p.p, x))
 
 
 def _gem_peak(p: GeMParams, shapes: Sequence[Shape], itemsize: int) -> int:

@@ -17,22 +17,23 @@ import onnx_ir as ir
 from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
 from export.runtime.lowerings._common import scalar_like
 from export.runtime.lowerings._cost import Shape, in_elements, out_elements
-from export.runtime.shape_rules import Minimum, register_shape_rule, window_length
+from export.runtime.shape_rules import register_shape_rule
+from models.pooling.params import Minimum, window_length
 from models.pooling.schemas.lp import LpParams
 
 
-def lp_decomposed(op: Ops, p: LpParams, x: ir.Value) -> Outputs:
+def lp_decomposed(emit: Ops, p: LpParams, x: ir.Value) -> Outputs:
     window = {
         "kernel_shape": list(p.kernel_size),
         "strides": list(p.strides),
         "ceil_mode": int(p.ceil_mode),
     }
     if math.isinf(p.norm_type):
-        return op.MaxPool(op.Abs(x), **window)
-    powered = op.Pow(x, scalar_like(op, p.norm_type, x))
-    mean = op.AveragePool(powered, **window, count_include_pad=0)
-    area = scalar_like(op, float(p.kernel_size[0] * p.kernel_size[1]), x)
-    return op.Pow(op.Mul(mean, area), scalar_like(op, 1.0 / p.norm_type, x))
+        return emit.MaxPool(emit.Abs(x), **window)
+    powered = emit.Pow(x, scalar_like(emit, p.norm_type, x))
+    mean = emit.AveragePool(powered, **window, count_include_pad=0)
+    area = scalar_like(emit, float(p.kernel_size[0] * p.kernel_size[1]), x)
+    return emit.Pow(emit.Mul(mean, area), scalar_like(emit, 1.0 / p.norm_type, x))
 
 
 def _lp_shape(p: Any, shape: tuple[Any, ...], minimum: Minimum = min) -> tuple[Any, ...]:

@@ -20,71 +20,69 @@ from export.runtime.lowerings._cost import INT64, Shape, out_elements, window_ar
 from export.runtime.lowerings._windows import pad_overhang, pooled_hw, window_stack
 from export.runtime.shape_rules import register_shape_rule, window_shape
 from export.runtime.versions import CUSTOM_DOMAIN, CUSTOM_OPSET
-from models.pooling.schemas.median import MedianParams
-
-_ONNX_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "zeros": "constant"}
+from models.pooling.schemas.median import PAD_MODES, MedianParams
 
 
-def pad_declared(op: Ops, x: ir.Value, p: MedianParams) -> ir.Value:
+def pad_declared(emit: Ops, x: ir.Value, p: MedianParams) -> ir.Value:
     left, right, top, bottom = p.padding
     if p.padding == (0, 0, 0, 0):
         return x
-    pads = const_i64(op, [0, 0, top, left, 0, 0, bottom, right])
-    return op.Pad(x, pads, mode=_ONNX_PAD_MODE[p.padding_mode])
+    pads = const_i64(emit, [0, 0, top, left, 0, 0, bottom, right])
+    return emit.Pad(x, pads, mode=PAD_MODES[p.padding_mode])
 
 
-def median_decomposed(op: Ops, p: MedianParams, x: ir.Value) -> Outputs:
-    out_hw = pooled_hw(op, x, p)
-    xp = pad_overhang(op, pad_declared(op, x, p), out_hw, p, float("inf"))
-    stack = window_stack(op, xp, out_hw, p)
+def median_decomposed(emit: Ops, p: MedianParams, x: ir.Value) -> Outputs:
+    out_hw = pooled_hw(emit, x, p)
+    xp = pad_overhang(emit, pad_declared(emit, x, p), out_hw, p, float("inf"))
+    stack = window_stack(emit, xp, out_hw, p)
     size = p.kernel_size[0] * p.kernel_size[1]
     smallest, _ = outputs(
-        op.TopK(stack, const_i64(op, [(size + 1) // 2]), axis=2, largest=0, _outputs=2), 2
+        emit.TopK(stack, const_i64(emit, [(size + 1) // 2]), axis=2, largest=0, _outputs=2), 2
     )
-    rank = _median_rank(op, x, out_hw, p, size)
-    median = op.GatherElements(smallest, _expand_rank(op, rank, smallest), axis=2)
-    median = op.Squeeze(median, const_i64(op, [2]))
-    return _nan_if_any_nan(op, stack, median)
+    rank = _median_rank(emit, x, out_hw, p, size)
+    median = emit.GatherElements(smallest, _expand_rank(emit, rank, smallest), axis=2)
+    median = emit.Squeeze(median, const_i64(emit, [2]))
+    return _nan_if_any_nan(emit, stack, median)
 
 
-def _median_rank(op: Ops, x: ir.Value, out_hw: ir.Value, p: MedianParams, size: int) -> ir.Value:
+def _median_rank(emit: Ops, x: ir.Value, out_hw: ir.Value, p: MedianParams, size: int) -> ir.Value:
     """Index of the lower median per window, (1, 1, 1, oh, ow): (covered - 1) // 2, where
     ``covered`` counts window positions inside the padded input (all K in floor mode)."""
     if not p.ceil_mode:
-        return op.Reshape(const_i64(op, [(size - 1) // 2]), const_i64(op, [1, 1, 1, 1, 1]))
-    mask = op.Pad(ones_plane(op, x), _declared_pads(op, p), scalar_like(op, 1.0, x))
-    mask = pad_overhang(op, mask, out_hw, p, 0.0)
-    covered = op.ReduceSum(window_stack(op, mask, out_hw, p), const_i64(op, [2]), keepdims=1)
-    return op.Div(op.Sub(op.Cast(covered, to=ir.DataType.INT64), 1), 2)
+        return emit.Reshape(const_i64(emit, [(size - 1) // 2]), const_i64(emit, [1, 1, 1, 1, 1]))
+    mask = emit.Pad(ones_plane(emit, x), _declared_pads(emit, p), scalar_like(emit, 1.0, x))
+    mask = pad_overhang(emit, mask, out_hw, p, 0.0)
+    covered = emit.ReduceSum(window_stack(emit, mask, out_hw, p), const_i64(emit, [2]), keepdims=1)
+    return emit.Div(emit.Sub(emit.Cast(covered, to=ir.DataType.INT64), 1), 2)
 
 
-def _declared_pads(op: Ops, p: MedianParams) -> ir.Value:
+def _declared_pads(emit: Ops, p: MedianParams) -> ir.Value:
     left, right, top, bottom = p.padding
-    return const_i64(op, [0, 0, top, left, 0, 0, bottom, right])
+    return const_i64(emit, [0, 0, top, left, 0, 0, bottom, right])
 
 
-def _expand_rank(op: Ops, rank: ir.Value, smallest: ir.Value) -> ir.Value:
-    shape = op.Shape(smallest)
-    target = op.Concat(
-        op.Slice(shape, const_i64(op, [0]), const_i64(op, [2])),
-        const_i64(op, [1]),
-        op.Slice(shape, const_i64(op, [3]), const_i64(op, [5])),
+def _expand_rank(emit: Ops, rank: ir.Value, smallest: ir.Value) -> ir.Value:
+    shape = emit.Shape(smallest)
+    target = emit.Concat(
+        emit.Slice(shape, const_i64(emit, [0]), const_i64(emit, [2])),
+        const_i64(emit, [1]),
+        emit.Slice(shape, const_i64(emit, [3]), const_i64(emit, [5])),
         axis=0,
     )
-    return op.Expand(rank, target)
+    return emit.Expand(rank, target)
 
 
-def _nan_if_any_nan(op: Ops, stack: ir.Value, median: ir.Value) -> ir.Value:
+def _nan_if_any_nan(emit: Ops, stack: ir.Value, median: ir.Value) -> ir.Value:
     """A NaN anywhere in a window makes its median NaN, as torch.median does."""
-    any_nan = op.ReduceMax(
-        op.Cast(op.IsNaN(stack), to=ir.DataType.INT32), const_i64(op, [2]), keepdims=0
+    any_nan = emit.ReduceMax(
+        emit.Cast(emit.IsNaN(stack), to=ir.DataType.INT32), const_i64(emit, [2]), keepdims=0
     )
-    nan = scalar_like(op, float("nan"), median)
-    return op.Where(op.Cast(any_nan, to=ir.DataType.BOOL), nan, median)
+    nan = scalar_like(emit, float("nan"), median)
+    return emit.Where(emit.Cast(any_nan, to=ir.DataType.BOOL), nan, median)
 
 
-def median_custom(op: Ops, p: MedianParams, x: ir.Value) -> Outputs:
-    return op.MedianPool2d(
+def median_custom(emit: Ops, p: MedianParams, x: ir.Value) -> Outputs:
+    return emit.MedianPool2d(
         x, params=p.model_dump_json(), _domain=CUSTOM_DOMAIN, _version=CUSTOM_OPSET
     )
 

@@ -14,15 +14,16 @@ from export.runtime.shape_rules import register_shape_rule, window_shape
 from models.pooling.schemas.mixed import MixedParams
 
 
-def mixed_native(op: Ops, p: MixedParams, x: ir.Value) -> Outputs:
-    avg = op.AveragePool(x, **window_attrs(p), count_include_pad=int(p.count_include_pad))
+def mixed_native(emit: Ops, p: MixedParams, x: ir.Value) -> Outputs:
+    avg = emit.AveragePool(x, **window_attrs(p), count_include_pad=int(p.count_include_pad))
     if p.alpha == 0.0:
         return avg
-    high = op.MaxPool(x, **window_attrs(p))
+    high = emit.MaxPool(x, **window_attrs(p))
     if p.alpha == 1.0:
         return high
-    return op.Add(
-        op.Mul(high, scalar_like(op, p.alpha, x)), op.Mul(avg, scalar_like(op, 1.0 - p.alpha, x))
+    return emit.Add(
+        emit.Mul(high, scalar_like(emit, p.alpha, x)),
+        emit.Mul(avg, scalar_like(emit, 1.0 - p.alpha, x)),
     )
 
 

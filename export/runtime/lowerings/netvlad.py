@@ -22,10 +22,10 @@ from models.pooling.schemas.netvlad import NetVLADParams
 _NORMALIZE_EPS = 1e-12  # F.normalize's default
 
 
-def l2_normalize(op: Ops, v: ir.Value, axis: int) -> ir.Value:
+def l2_normalize(emit: Ops, v: ir.Value, axis: int) -> ir.Value:
     """``F.normalize(v, dim=axis)``: divide by the L2 norm, floored at 1e-12."""
-    norm = op.ReduceL2(v, const_i64(op, [axis]), keepdims=1)
-    return op.Div(v, op.Max(norm, scalar_like(op, _NORMALIZE_EPS, v)))
+    norm = emit.ReduceL2(v, const_i64(emit, [axis]), keepdims=1)
+    return emit.Div(v, emit.Max(norm, scalar_like(emit, _NORMALIZE_EPS, v)))
 
 
 def netvlad_weight_shapes(p: NetVLADParams) -> dict[str, tuple[int, ...]]:
@@ -38,19 +38,19 @@ def netvlad_weight_shapes(p: NetVLADParams) -> dict[str, tuple[int, ...]]:
 
 
 def netvlad_decomposed(
-    op: Ops, p: NetVLADParams, x: ir.Value, *, weights: Mapping[str, ir.Value]
+    emit: Ops, p: NetVLADParams, x: ir.Value, *, weights: Mapping[str, ir.Value]
 ) -> Outputs:
     if p.normalize_input:
-        x = l2_normalize(op, x, 1)
+        x = l2_normalize(emit, x, 1)
     conv = [weights["conv.weight"]] + ([weights["conv.bias"]] if p.vladv2 else [])
-    logits = op.Reshape(op.Conv(x, *conv), const_i64(op, [0, 0, -1]))  # (N, K, HW)
-    assign = op.Softmax(logits, axis=1)
-    descriptors = op.Transpose(op.Reshape(x, const_i64(op, [0, 0, -1])), perm=[0, 2, 1])
-    weighted = op.MatMul(assign, descriptors)  # (N, K, D)
-    mass = op.ReduceSum(assign, const_i64(op, [2]), keepdims=1)  # (N, K, 1)
-    vlad = op.Sub(weighted, op.Mul(mass, weights["centroids"]))
-    vlad = op.Reshape(l2_normalize(op, vlad, 2), const_i64(op, [0, -1]))
-    return l2_normalize(op, vlad, 1)
+    logits = emit.Reshape(emit.Conv(x, *conv), const_i64(emit, [0, 0, -1]))  # (N, K, HW)
+    assign = emit.Softmax(logits, axis=1)
+    descriptors = emit.Transpose(emit.Reshape(x, const_i64(emit, [0, 0, -1])), perm=[0, 2, 1])
+    weighted = emit.MatMul(assign, descriptors)  # (N, K, D)
+    mass = emit.ReduceSum(assign, const_i64(emit, [2]), keepdims=1)  # (N, K, 1)
+    vlad = emit.Sub(weighted, emit.Mul(mass, weights["centroids"]))
+    vlad = emit.Reshape(l2_normalize(emit, vlad, 2), const_i64(emit, [0, -1]))
+    return l2_normalize(emit, vlad, 1)
 
 
 _L2_NODES = 6  # l2_normalize: axes Constant, ReduceL2, eps Constant + CastLike, Max, Div

@@ -30,38 +30,40 @@ _EPS = 1e-5  # the reference's LayerNorm and BatchNorm eps (torch defaults)
 Weights = Mapping[str, ir.Value]
 
 
-def _linear(op: Ops, t: ir.Value, w: Weights, name: str) -> ir.Value:
+def _linear(emit: Ops, t: ir.Value, w: Weights, name: str) -> ir.Value:
     """``F.linear`` over the last axis: t @ weight.T + bias."""
-    weight_t = op.Transpose(w[f"{name}.weight"], perm=[1, 0])
-    return op.Add(op.MatMul(t, weight_t), w[f"{name}.bias"])
+    weight_t = emit.Transpose(w[f"{name}.weight"], perm=[1, 0])
+    return emit.Add(emit.MatMul(t, weight_t), w[f"{name}.bias"])
 
 
-def _layer_norm(op: Ops, t: ir.Value, w: Weights, name: str) -> ir.Value:
-    return op.LayerNormalization(t, w[f"{name}.weight"], w[f"{name}.bias"], axis=-1, epsilon=_EPS)
+def _layer_norm(emit: Ops, t: ir.Value, w: Weights, name: str) -> ir.Value:
+    return emit.LayerNormalization(t, w[f"{name}.weight"], w[f"{name}.bias"], axis=-1, epsilon=_EPS)
 
 
-def _global_branch(op: Ops, p: NonLocalParams, x: ir.Value, w: Weights) -> ir.Value:
+def _global_branch(emit: Ops, p: NonLocalParams, x: ir.Value, w: Weights) -> ir.Value:
     patch = [p.patch_size, p.patch_size]
-    tokens = op.Conv(
+    tokens = emit.Conv(
         x, w["embedding.weight"], w["embedding.bias"], kernel_shape=patch, strides=patch
     )
-    t = op.Reshape(tokens, const_i64(op, [0, 0, -1]))  # (N, token_dim, tokens)
-    t = op.Tanh(_linear(op, _layer_norm(op, t, w, "token_mix.1"), w, "token_mix.2"))
-    t = _linear(op, t, w, "token_mix.4")
-    c = op.Transpose(t, perm=[0, 2, 1])  # (N, tokens, token_dim)
-    c = _linear(op, _layer_norm(op, c, w, "channel_mix.1"), w, "channel_mix.2")
-    grid = op.Reshape(op.Transpose(c, perm=[0, 2, 1]), const_i64(op, [0, p.mix_out, *p.grid]))
-    return op.DepthToSpace(grid, blocksize=2, mode="CRD") if p.squeeze else grid
+    t = emit.Reshape(tokens, const_i64(emit, [0, 0, -1]))  # (N, token_dim, tokens)
+    t = emit.Tanh(_linear(emit, _layer_norm(emit, t, w, "token_mix.1"), w, "token_mix.2"))
+    t = _linear(emit, t, w, "token_mix.4")
+    c = emit.Transpose(t, perm=[0, 2, 1])  # (N, tokens, token_dim)
+    c = _linear(emit, _layer_norm(emit, c, w, "channel_mix.1"), w, "channel_mix.2")
+    grid = emit.Reshape(emit.Transpose(c, perm=[0, 2, 1]), const_i64(emit, [0, p.mix_out, *p.grid]))
+    return emit.DepthToSpace(grid, blocksize=2, mode="CRD") if p.squeeze else grid
 
 
-def nonlocal_decomposed(op: Ops, p: NonLocalParams, x: ir.Value, *, weights: Weights) -> Outputs:
-    local = op.Conv(x, weights["point_wise.weight"], weights["point_wise.bias"])
-    local = op.MaxPool(local, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+def nonlocal_decomposed(emit: Ops, p: NonLocalParams, x: ir.Value, *, weights: Weights) -> Outputs:
+    local = emit.Conv(x, weights["point_wise.weight"], weights["point_wise.bias"])
+    local = emit.MaxPool(local, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
     alpha = weights["alpha"]
-    one_minus = op.Sub(scalar_like(op, 1.0, x), alpha)
-    mixed = op.Add(op.Mul(alpha, _global_branch(op, p, x, weights)), op.Mul(one_minus, local))
+    one_minus = emit.Sub(scalar_like(emit, 1.0, x), alpha)
+    mixed = emit.Add(
+        emit.Mul(alpha, _global_branch(emit, p, x, weights)), emit.Mul(one_minus, local)
+    )
     norm = [weights[f"norm.{k}"] for k in ("weight", "bias", "running_mean", "running_var")]
-    return op.BatchNormalization(mixed, *norm, epsilon=_EPS)
+    return emit.BatchNormalization(mixed, *norm, epsilon=_EPS)
 
 
 def _weight_shapes(p: Any) -> dict[str, tuple[int, ...]]:

@@ -21,29 +21,30 @@ from export.runtime.lowerings.adaptive import (
     reduce_max,
     reduce_mean,
 )
-from export.runtime.shape_rules import Minimum, register_shape_rule
+from export.runtime.shape_rules import register_shape_rule
+from models.pooling.params import Minimum
 from models.pooling.schemas.pyramid import SPPFParams, SPPParams, YoloSPPParams
 
 
-def spp_decomposed(op: Ops, p: SPPParams, x: ir.Value) -> Outputs:
+def spp_decomposed(emit: Ops, p: SPPParams, x: ir.Value) -> Outputs:
     reduce = reduce_max if p.mode == "max" else reduce_mean
-    levels = [op.Flatten(adaptive(op, x, (level, level), reduce), axis=1) for level in p.levels]
-    return levels[0] if len(levels) == 1 else op.Concat(*levels, axis=1)
+    levels = [emit.Flatten(adaptive(emit, x, (level, level), reduce), axis=1) for level in p.levels]
+    return levels[0] if len(levels) == 1 else emit.Concat(*levels, axis=1)
 
 
-def _same_max(op: Ops, x: ir.Value, k: int) -> ir.Value:
+def _same_max(emit: Ops, x: ir.Value, k: int) -> ir.Value:
     h = k // 2
-    return op.MaxPool(x, kernel_shape=[k, k], strides=[1, 1], pads=[h, h, h, h])
+    return emit.MaxPool(x, kernel_shape=[k, k], strides=[1, 1], pads=[h, h, h, h])
 
 
-def yolo_spp_native(op: Ops, p: YoloSPPParams, x: ir.Value) -> Outputs:
-    return op.Concat(x, *(_same_max(op, x, k) for k in p.kernel_sizes), axis=1)
+def yolo_spp_native(emit: Ops, p: YoloSPPParams, x: ir.Value) -> Outputs:
+    return emit.Concat(x, *(_same_max(emit, x, k) for k in p.kernel_sizes), axis=1)
 
 
-def sppf_native(op: Ops, p: SPPFParams, x: ir.Value) -> Outputs:
-    y1 = _same_max(op, x, p.kernel_size)
-    y2 = _same_max(op, y1, p.kernel_size)
-    return op.Concat(x, y1, y2, _same_max(op, y2, p.kernel_size), axis=1)
+def sppf_native(emit: Ops, p: SPPFParams, x: ir.Value) -> Outputs:
+    y1 = _same_max(emit, x, p.kernel_size)
+    y2 = _same_max(emit, y1, p.kernel_size)
+    return emit.Concat(x, y1, y2, _same_max(emit, y2, p.kernel_size), axis=1)
 
 
 def _spp_shape(p: Any, shape: tuple[Any, ...], minimum: Minimum = min) -> tuple[Any, ...]:

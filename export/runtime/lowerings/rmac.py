@@ -20,30 +20,30 @@ from export.runtime.lowerings._cost import Shape
 from models.pooling.schemas.rmac import RMACParams, rmac_regions
 
 
-def _region_max(op: Ops, x: ir.Value, top: int, left: int, side: int) -> ir.Value:
+def _region_max(emit: Ops, x: ir.Value, top: int, left: int, side: int) -> ir.Value:
     """max over x[:, :, top : top + side, left : left + side], as (N, C, 1, 1)."""
-    starts, ends = const_i64(op, [top, left]), const_i64(op, [top + side, left + side])
-    region = op.Slice(x, starts, ends, const_i64(op, [2, 3]))
-    return op.ReduceMax(region, const_i64(op, [2, 3]), keepdims=1)
+    starts, ends = const_i64(emit, [top, left]), const_i64(emit, [top + side, left + side])
+    region = emit.Slice(x, starts, ends, const_i64(emit, [2, 3]))
+    return emit.ReduceMax(region, const_i64(emit, [2, 3]), keepdims=1)
 
 
-def rmac_decomposed(op: Ops, p: RMACParams, x: ir.Value) -> Outputs:
+def rmac_decomposed(emit: Ops, p: RMACParams, x: ir.Value) -> Outputs:
     h, w = static_hw(x)
-    maxima = [op.ReduceMax(x, const_i64(op, [2, 3]), keepdims=1)]  # the global MAC
-    maxima += [_region_max(op, x, *region) for region in rmac_regions(h, w, p.levels)]
-    stacked = op.Concat(*maxima, axis=3) if len(maxima) > 1 else maxima[0]  # (N, C, 1, R + 1)
-    norms = op.ReduceL2(stacked, const_i64(op, [1]), keepdims=1)
-    normalised = op.Div(stacked, op.Add(norms, scalar_like(op, p.eps, x)))
+    maxima = [emit.ReduceMax(x, const_i64(emit, [2, 3]), keepdims=1)]  # the global MAC
+    maxima += [_region_max(emit, x, *region) for region in rmac_regions(h, w, p.levels)]
+    stacked = emit.Concat(*maxima, axis=3) if len(maxima) > 1 else maxima[0]  # (N, C, 1, R + 1)
+    norms = emit.ReduceL2(stacked, const_i64(emit, [1]), keepdims=1)
+    normalised = emit.Div(stacked, emit.Add(norms, scalar_like(emit, p.eps, x)))
     if len(maxima) == 1:
         return normalised
     # Summed one region after another, in the library's order: the descriptor reaches R + 1
     # (51 at 11x47), where a different float32 summation order moves it by several 1e-6.
     terms = outputs(
-        op.Split(normalised, axis=3, num_outputs=len(maxima), _outputs=len(maxima)), len(maxima)
+        emit.Split(normalised, axis=3, num_outputs=len(maxima), _outputs=len(maxima)), len(maxima)
     )
     total = terms[0]
     for term in terms[1:]:
-        total = op.Add(total, term)
+        total = emit.Add(total, term)
     return total
 
 

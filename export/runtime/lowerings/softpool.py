@@ -20,16 +20,16 @@ from export.runtime.shape_rules import register_shape_rule, window_shape
 from models.pooling.schemas.softpool import SoftParams
 
 
-def softpool_decomposed(op: Ops, p: SoftParams, x: ir.Value) -> Outputs:
-    out_hw = pooled_hw(op, x, p)
+def softpool_decomposed(emit: Ops, p: SoftParams, x: ir.Value) -> Outputs:
+    out_hw = pooled_hw(emit, x, p)
     top, left, bottom, right = onnx_pads(p.padding)
-    pads = const_i64(op, [0, 0, top, left, 0, 0, bottom, right])
-    xp = op.Pad(x, pads, scalar_like(op, float("-inf"), x))
-    stack = window_stack(op, pad_overhang(op, xp, out_hw, p, float("-inf")), out_hw, p)
-    weights = op.Softmax(stack, axis=2)
+    pads = const_i64(emit, [0, 0, top, left, 0, 0, bottom, right])
+    xp = emit.Pad(x, pads, scalar_like(emit, float("-inf"), x))
+    stack = window_stack(emit, pad_overhang(emit, xp, out_hw, p, float("-inf")), out_hw, p)
+    weights = emit.Softmax(stack, axis=2)
     # 0 * -inf would be NaN; padded positions contribute 0.
-    values = op.Where(op.IsInf(stack, detect_positive=0), scalar_like(op, 0.0, x), stack)
-    return op.ReduceSum(op.Mul(weights, values), const_i64(op, [2]), keepdims=0)
+    values = emit.Where(emit.IsInf(stack, detect_positive=0), scalar_like(emit, 0.0, x), stack)
+    return emit.ReduceSum(emit.Mul(weights, values), const_i64(emit, [2]), keepdims=0)
 
 
 def _softpool_nodes(p: SoftParams, x: Shape) -> int:

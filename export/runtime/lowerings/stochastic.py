@@ -19,14 +19,14 @@ from export.runtime.shape_rules import register_shape_rule, window_shape
 from models.pooling.schemas.stochastic import StochasticParams
 
 
-def stochastic_native(op: Ops, p: StochasticParams, x: ir.Value) -> Outputs:
-    a = op.Relu(op.Cast(x, to=ir.DataType.FLOAT))
+def stochastic_native(emit: Ops, p: StochasticParams, x: ir.Value) -> Outputs:
+    a = emit.Relu(emit.Cast(x, to=ir.DataType.FLOAT))
     window = window_attrs(p)
-    num = op.AveragePool(op.Mul(a, a), **window, count_include_pad=1)
-    den = op.AveragePool(a, **window, count_include_pad=1)
-    zero = op.Constant(value_float=0.0)
-    out = op.Where(op.Greater(den, zero), op.Div(num, den), zero)
-    return op.CastLike(out, x)
+    num = emit.AveragePool(emit.Mul(a, a), **window, count_include_pad=1)
+    den = emit.AveragePool(a, **window, count_include_pad=1)
+    zero = emit.Constant(value_float=0.0)
+    out = emit.Where(emit.Greater(den, zero), emit.Div(num, den), zero)
+    return emit.CastLike(out, x)
 
 
 FLOAT32 = 4

@@ -10,16 +10,17 @@ import onnx_ir as ir
 
 from export.runtime.lowering import Lowering, Ops, Outputs, register_lowering
 from export.runtime.lowerings._cost import Shape, in_elements
-from export.runtime.shape_rules import Minimum, register_shape_rule
+from export.runtime.shape_rules import register_shape_rule
+from models.pooling.params import Minimum
 from models.pooling.schemas.token_mixer import PoolFormerMixerParams
 
 
-def poolformer_mixer_native(op: Ops, p: PoolFormerMixerParams, x: ir.Value) -> Outputs:
+def poolformer_mixer_native(emit: Ops, p: PoolFormerMixerParams, x: ir.Value) -> Outputs:
     k, half = p.pool_size, p.pool_size // 2
-    mean = op.AveragePool(
+    mean = emit.AveragePool(
         x, kernel_shape=[k, k], strides=[1, 1], pads=[half] * 4, count_include_pad=0
     )
-    return op.Sub(mean, x)
+    return emit.Sub(mean, x)
 
 
 def _same_shape(p: Any, shape: tuple[Any, ...], minimum: Minimum = min) -> tuple[Any, ...]:

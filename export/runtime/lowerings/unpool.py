@@ -21,27 +21,27 @@ from export.runtime.lowerings._cost import INT64, Shape, in_elements, out_elemen
 from models.pooling.schemas.unpool import MaxUnpoolParams
 
 
-def _output_hw(op: Ops, p: MaxUnpoolParams, x: ir.Value) -> ir.Value:
+def _output_hw(emit: Ops, p: MaxUnpoolParams, x: ir.Value) -> ir.Value:
     """[out_h, out_w] as int64: the explicit size, or the inverse of the pool's length."""
     if p.output_size is not None:
-        return const_i64(op, list(p.output_size))
+        return const_i64(emit, list(p.output_size))
     left, right, top, bottom = p.padding
     (kh, kw), (sh, sw) = p.kernel_size, p.strides
-    hw_minus_1 = op.Sub(op.Shape(x, start=2), const_i64(op, [1, 1]))
-    scaled = op.Mul(hw_minus_1, const_i64(op, [sh, sw]))
-    return op.Add(scaled, const_i64(op, [kh - top - bottom, kw - left - right]))
+    hw_minus_1 = emit.Sub(emit.Shape(x, start=2), const_i64(emit, [1, 1]))
+    scaled = emit.Mul(hw_minus_1, const_i64(emit, [sh, sw]))
+    return emit.Add(scaled, const_i64(emit, [kh - top - bottom, kw - left - right]))
 
 
-def max_unpool_decomposed(op: Ops, p: MaxUnpoolParams, x: ir.Value, indices: ir.Value) -> Outputs:
-    out_hw = _output_hw(op, p, x)
-    nc = op.Shape(x, start=0, end=2)
-    flat_shape = op.Concat(nc, op.ReduceProd(out_hw, keepdims=1), axis=0)
+def max_unpool_decomposed(emit: Ops, p: MaxUnpoolParams, x: ir.Value, indices: ir.Value) -> Outputs:
+    out_hw = _output_hw(emit, p, x)
+    nc = emit.Shape(x, start=0, end=2)
+    flat_shape = emit.Concat(nc, emit.ReduceProd(out_hw, keepdims=1), axis=0)
     zero = ir.tensor(np.array([0.0], dtype=np.float32))
-    zeros = op.CastLike(op.ConstantOfShape(flat_shape, value=zero), x)
-    flat_indices = op.Reshape(indices, const_i64(op, [0, 0, -1]))
-    flat_x = op.Reshape(x, const_i64(op, [0, 0, -1]))
-    scattered = op.ScatterElements(zeros, flat_indices, flat_x, axis=2)
-    return op.Reshape(scattered, op.Concat(nc, out_hw, axis=0))
+    zeros = emit.CastLike(emit.ConstantOfShape(flat_shape, value=zero), x)
+    flat_indices = emit.Reshape(indices, const_i64(emit, [0, 0, -1]))
+    flat_x = emit.Reshape(x, const_i64(emit, [0, 0, -1]))
+    scattered = emit.ScatterElements(zeros, flat_indices, flat_x, axis=2)
+    return emit.Reshape(scattered, emit.Concat(nc, out_hw, axis=0))
 
 
 _F32 = 4  # ConstantOfShape's zeros are float32 before CastLike, whatever x's dtype

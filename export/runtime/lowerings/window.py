@@ -25,25 +25,25 @@ from export.runtime.shape_rules import register_shape_rule, window_shape
 from models.pooling.schemas.window import AvgParams, MaxParams
 
 
-def max_native(op: Ops, p: MaxParams, x: ir.Value) -> Outputs:
+def max_native(emit: Ops, p: MaxParams, x: ir.Value) -> Outputs:
     """MaxPool; ONNX indices count over the whole tensor, torch's over one plane, so the
     indices are taken modulo H*W."""
     if not p.return_indices:
-        return op.MaxPool(x, **window_attrs(p))
-    values, flat = outputs(op.MaxPool(x, **window_attrs(p), _outputs=2), 2)
-    return values, op.Mod(flat, plane_size(op, x))
+        return emit.MaxPool(x, **window_attrs(p))
+    values, flat = outputs(emit.MaxPool(x, **window_attrs(p), _outputs=2), 2)
+    return values, emit.Mod(flat, plane_size(emit, x))
 
 
-def min_native(op: Ops, p: MaxParams, x: ir.Value) -> Outputs:
+def min_native(emit: Ops, p: MaxParams, x: ir.Value) -> Outputs:
     """-MaxPool(-x), with the same per-plane indices as max."""
-    result = max_native(op, p, op.Neg(x))
+    result = max_native(emit, p, emit.Neg(x))
     if isinstance(result, tuple):
-        return op.Neg(result[0]), result[1]
-    return op.Neg(result)
+        return emit.Neg(result[0]), result[1]
+    return emit.Neg(result)
 
 
-def avg_native(op: Ops, p: AvgParams, x: ir.Value) -> Outputs:
-    return op.AveragePool(x, **window_attrs(p), count_include_pad=int(p.count_include_pad))
+def avg_native(emit: Ops, p: AvgParams, x: ir.Value) -> Outputs:
+    return emit.AveragePool(x, **window_attrs(p), count_include_pad=int(p.count_include_pad))
 
 
 def _no_divisor(p: AvgParams) -> str | None:
@@ -52,30 +52,32 @@ def _no_divisor(p: AvgParams) -> str | None:
     return None
 
 
-def avg_decomposed(op: Ops, p: AvgParams, x: ir.Value) -> Outputs:
+def avg_decomposed(emit: Ops, p: AvgParams, x: ir.Value) -> Outputs:
     """Window sum / divisor, for every avg option including divisor_override.
 
     The sum is the count_include_pad mean times its count: LpPool(p=1) over ones padded
     with ones counts the input plus declared padding inside each window, never the
     ceil_mode overhang, exactly the count torch divides by.
     """
-    mean_with_pad = op.AveragePool(x, **window_attrs(p), count_include_pad=1)
+    mean_with_pad = emit.AveragePool(x, **window_attrs(p), count_include_pad=1)
     if p.count_include_pad and p.divisor_override is None:
         return mean_with_pad
-    ones = ones_plane(op, x)
+    ones = ones_plane(emit, x)
     pads = window_attrs(p, pads=False)
-    with_pad = op.LpPool(op.Pad(ones, _pad_amounts(op, p), scalar_like(op, 1.0, x)), p=1, **pads)
-    sums = op.Mul(mean_with_pad, with_pad)
+    with_pad = emit.LpPool(
+        emit.Pad(ones, _pad_amounts(emit, p), scalar_like(emit, 1.0, x)), p=1, **pads
+    )
+    sums = emit.Mul(mean_with_pad, with_pad)
     if p.divisor_override is not None:
-        return op.Div(sums, scalar_like(op, float(p.divisor_override), x))
-    real = op.LpPool(op.Pad(ones, _pad_amounts(op, p)), p=1, **pads)
-    return op.Div(sums, real)
+        return emit.Div(sums, scalar_like(emit, float(p.divisor_override), x))
+    real = emit.LpPool(emit.Pad(ones, _pad_amounts(emit, p)), p=1, **pads)
+    return emit.Div(sums, real)
 
 
-def _pad_amounts(op: Ops, p: AvgParams) -> ir.Value:
+def _pad_amounts(emit: Ops, p: AvgParams) -> ir.Value:
     """Pad's [begin..., end...] over all four axes for the declared padding."""
     left, right, top, bottom = p.padding
-    return const_i64(op, [0, 0, top, left, 0, 0, bottom, right])
+    return const_i64(emit, [0, 0, top, left, 0, 0, bottom, right])
 
 
 def _max_nodes(p: MaxParams, x: Shape) -> int:

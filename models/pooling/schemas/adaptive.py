@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BeforeValidator, WithJsonSchema, model_validator
 
-from models.pooling.params import PoolParams, adaptive_span, check_nchw, require
+from models.pooling.params import PoolParams, adaptive_span, check_nchw, require, to_pair
 from models.pooling.registry import PoolSpec, register_pool
-
-
-def _to_size_pair(value: Any) -> Any:
-    """int -> (v, v); a one-element sequence -> (v0, v0); anything else is left to pydantic."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value, value)
-    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 1:
-        return (value[0], value[0])
-    return value
-
 
 OutputSize = Annotated[
     tuple[int | None, int | None],
-    BeforeValidator(_to_size_pair),
+    BeforeValidator(to_pair),
     WithJsonSchema(
         {
             "anyOf": [

@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BeforeValidator, WithJsonSchema, model_validator
 
 from models.pooling.errors import PoolInputError
-from models.pooling.params import OptionalPair, Pair, PoolParams, check_nchw, require
+from models.pooling.params import OptionalPair, Pair, PoolParams, check_nchw, require, to_pair
 from models.pooling.registry import PoolSpec, TensorSpec, X, register_pool
-
-
-def _to_ratio_pair(value: Any) -> Any:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return (value, value)
-    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 1:
-        return (value[0], value[0])
-    return value
-
 
 RatioPair = Annotated[
     tuple[float, float] | None,
-    BeforeValidator(_to_ratio_pair),
+    BeforeValidator(to_pair),
     WithJsonSchema(
         {
             "anyOf": [
@@ -134,5 +125,6 @@ register_pool(
             {"kernel_size": 3, "output_ratio": (0.3, 0.45), "return_indices": True},
         ),
         work=fractional_work,
+        function_path="models.pooling.fractional:fractional_max_pool",
     )
 )

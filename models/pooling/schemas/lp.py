@@ -8,9 +8,7 @@ from pydantic import model_validator
 
 from models.pooling.errors import PoolInputError
 from models.pooling.params import (
-    OptionalPair,
-    Pair,
-    PoolParams,
+    KernelParams,
     check_nchw,
     pooled_length,
     require,
@@ -19,7 +17,7 @@ from models.pooling.params import (
 from models.pooling.registry import PoolSpec, register_pool
 
 
-class LpParams(PoolParams):
+class LpParams(KernelParams):
     """Parameters of ``F.lp_pool2d``.
 
     Attributes:
@@ -30,8 +28,6 @@ class LpParams(PoolParams):
     """
 
     norm_type: float
-    kernel_size: Pair
-    stride: OptionalPair = None
     ceil_mode: bool = False
 
     @model_validator(mode="after")
@@ -41,16 +37,7 @@ class LpParams(PoolParams):
             p > 0 and not math.isnan(p),
             f"norm_type must be > 0 (or inf for the max of |x|), got {p}",
         )
-        require(min(self.kernel_size) > 0, f"kernel_size must be > 0, got {self.kernel_size}")
-        if self.stride is None:
-            object.__setattr__(self, "stride", self.kernel_size)
-        require(min(self.strides) > 0, f"stride must be > 0, got {self.stride}")
         return self
-
-    @property
-    def strides(self) -> tuple[int, int]:
-        """The resolved stride (the validator fills ``stride`` from ``kernel_size``)."""
-        return self.stride if self.stride is not None else self.kernel_size
 
     def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
         n, c, h, w = check_nchw(shapes[0], "lp")

@@ -8,6 +8,13 @@ from models.pooling.errors import PoolInputError
 from models.pooling.params import WindowParams, window_work
 from models.pooling.registry import PoolSpec, register_pool
 
+PAD_MODES: dict[str, Literal["reflect", "edge", "constant"]] = {
+    "reflect": "reflect",
+    "replicate": "edge",
+    "zeros": "constant",
+}
+"""Each ``padding_mode`` by the name numpy.pad and ONNX Pad both give it."""
+
 
 class MedianParams(WindowParams):
     """Window parameters plus what the padding holds.

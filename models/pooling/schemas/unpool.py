@@ -8,11 +8,18 @@ from collections.abc import Sequence
 from pydantic import model_validator
 
 from models.pooling.errors import PoolInputError
-from models.pooling.params import OptionalPair, Padding, Pair, PoolParams, check_nchw, require
+from models.pooling.params import (
+    KernelParams,
+    OptionalPair,
+    Padding,
+    check_nchw,
+    check_padding,
+    require,
+)
 from models.pooling.registry import PoolSpec, TensorSpec, X, register_pool
 
 
-class MaxUnpoolParams(PoolParams):
+class MaxUnpoolParams(KernelParams):
     """Max unpooling parameters: those of the max pool being inverted.
 
     Attributes:
@@ -23,35 +30,17 @@ class MaxUnpoolParams(PoolParams):
             the same shape; default ``(in - 1) * stride - pad_begin - pad_end + kernel``.
     """
 
-    kernel_size: Pair
-    stride: OptionalPair = None
     padding: Padding = (0, 0, 0, 0)
     output_size: OptionalPair = None
 
     @model_validator(mode="after")
     def _check(self) -> MaxUnpoolParams:
-        kh, kw = self.kernel_size
-        require(kh > 0 and kw > 0, f"kernel_size must be > 0, got {self.kernel_size}")
-        if self.stride is None:
-            object.__setattr__(self, "stride", self.kernel_size)
-        require(min(self.strides) > 0, f"stride must be > 0, got {self.stride}")
-        left, right, top, bottom = self.padding
-        require(min(self.padding) >= 0, f"padding must be >= 0, got {self.padding}")
-        require(
-            max(left, right) <= kw // 2 and max(top, bottom) <= kh // 2,
-            f"padding {self.padding} (left, right, top, bottom) must be at most half the "
-            f"kernel {self.kernel_size}, as for the max pool being inverted",
-        )
+        check_padding(self.padding, self.kernel_size)
         require(
             self.output_size is None or min(self.output_size) > 0,
             f"output_size must be > 0, got {self.output_size}",
         )
         return self
-
-    @property
-    def strides(self) -> tuple[int, int]:
-        """The resolved stride (the validator fills ``stride`` from ``kernel_size``)."""
-        return self.stride if self.stride is not None else self.kernel_size
 
     def default_hw(self, h: int, w: int) -> tuple[int, int]:
         """The output size when ``output_size`` is not given."""

@@ -1,17 +1,19 @@
-"""The README's configuration table is the settings model: every field, default, description."""
+"""The README's generated tables are the code: the configuration table is the settings model
+(every field, default, description), the error table is the ErrorCode catalogue."""
 
 import subprocess
 import sys
 from pathlib import Path
 
 from app.core.config import Settings
+from app.core.errors import ErrorCode
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_readme_table_is_in_step_with_the_settings() -> None:
+def test_readme_tables_are_in_step_with_the_code() -> None:
     result = subprocess.run(
-        [sys.executable, "scripts/config_table.py", "--check"],
+        [sys.executable, "scripts/readme_tables.py", "--check"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -38,9 +40,16 @@ def test_a_stale_table_is_caught(tmp_path: Path) -> None:
     # The checker must fail on a README whose table lost a row, not only pass on this one.
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        import config_table
+        import readme_tables
     finally:
         sys.path.pop(0)
     readme = (ROOT / "README.md").read_text()
-    stale = "\n".join(line for line in readme.splitlines() if "POOLSERVE_MAX_IMAGES`" not in line)
-    assert config_table.replace_table(stale, config_table.table()) != stale
+    for lost in ("POOLSERVE_MAX_IMAGES`", "`non_finite`"):
+        stale = "\n".join(line for line in readme.splitlines() if lost not in line)
+        assert readme_tables.with_tables(stale) != stale
+
+
+def test_every_error_code_is_a_row_with_its_status() -> None:
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines() if "| `" in line]
+    for code in ErrorCode:
+        assert any(f"| {code.status} | `{code.value}` |" in row for row in rows), code
