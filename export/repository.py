@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import onnx
@@ -42,6 +42,7 @@ from export.runtime.manifest import (
     LoweringRecord,
     Manifest,
     ModelEntry,
+    ModelKind,
     ParityRecord,
     TensorSpec,
 )
@@ -73,7 +74,6 @@ PROVIDERS = ("CPUExecutionProvider",)
 TRACED_BATCH = 2
 """torch specialises a dim traced at size 1, so batch is traced at 2."""
 
-Kind = Literal["descriptor", "classification", "pool_op"]
 Shape = tuple[int, ...]
 
 
@@ -87,7 +87,7 @@ class ExportJob:
     """One model to export: the module, how to trace and gate it, and what to record."""
 
     name: str
-    kind: Kind
+    kind: ModelKind
     module: nn.Module
     weights: str
     traced: Shape

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import models.pooling.adaptive  # noqa: F401  (registers the ops)
 from models.pooling import PoolInputError, PoolParamError, create_pool, parse_params
 from models.pooling.adaptive import AdaptiveParams, adaptive_bins
+from tests.reference import arange_plane
 
 # (H, W, output_size): divisible, non-divisible, larger than the input, and null entries.
 SHAPES = [
@@ -27,10 +27,6 @@ SHAPES = [
     (3, 4, (9, 2)),
     (2, 3, (None, None)),
 ]
-
-
-def arange_plane(h: int, w: int) -> torch.Tensor:
-    return torch.arange(h * w, dtype=torch.float32).reshape(1, 1, h, w)
 
 
 def test_bins_closed_form() -> None:

@@ -7,7 +7,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import models.pooling.bilinear  # noqa: F401  (registers the ops)
 from models.pooling import PoolError, PoolInputError, PoolParamError, create_pool, get_pool_spec
 
 RAW = dict(signed_sqrt=False, normalize=False)

@@ -15,8 +15,7 @@ from PIL import Image
 from models.cluster_init import ClusterInitError, kmeans, list_images, main
 from models.weights import read_checkpoint
 from models.zoo import IMAGENET_MEAN, IMAGENET_STD, build_model
-from tests.test_poolformer import sailsg_keys
-from tests.test_weights import random_state
+from tests.reference import random_state, sailsg_keys
 
 
 def blobs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

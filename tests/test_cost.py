@@ -19,9 +19,10 @@ from export.runtime.cost import estimate
 from export.runtime.graph import build_pool_graph
 from export.runtime.lowering import Lowering, lowerings_for
 from export.runtime.sessions import create_session
-from models.pooling import PoolError, get_pool_spec, list_pools, parse_params
-from models.pooling.examples import example_inputs, example_shape, example_weights
+from models.pooling import get_pool_spec, list_pools, parse_params
+from models.pooling.examples import example_inputs, example_weights
 from tests.graph_memory import measured_peak_bytes
+from tests.reference import fitting_shapes
 
 NODE_SHAPES: list[tuple[int, ...]] = [(2, 3, 13, 11), (1, 4, 8, 9), (3, 2, 16, 7)]
 PEAK_SHAPES: list[tuple[int, ...]] = [(2, 8, 48, 40), (1, 16, 33, 29), (4, 4, 56, 20)]
@@ -43,19 +44,6 @@ def _lowering(op: str, kind: str) -> Lowering:
     return next(lw for lw in lowerings_for(op) if lw.kind == kind)
 
 
-def _fitting_shapes(op: str, params: Any, preferred: list[tuple[int, ...]]) -> list[tuple]:
-    """The preferred shapes, fitted to the params' fixed dims, that the params accept."""
-    shapes = []
-    for shape in preferred:
-        x = example_shape(op, params, shape)
-        try:
-            params.output_shape(x, x)
-        except PoolError:
-            continue
-        shapes.append(x)
-    return shapes
-
-
 def _graph(lowering: Lowering, params: Any, x_shape: tuple[int, ...]) -> Any:
     rng = np.random.default_rng(0)
     weights = (
@@ -70,7 +58,7 @@ def test_node_count_is_exact(op: str, kind: str, index: int) -> None:
     lowering = _lowering(op, kind)
     params = parse_params(op, **get_pool_spec(op).examples[index])
     assert lowering.nodes is not None, f"{op} {kind} states no node count"
-    shapes = _fitting_shapes(op, params, NODE_SHAPES)
+    shapes = fitting_shapes(op, params, NODE_SHAPES)
     assert shapes, "no test shape fits this example"
     for x_shape in shapes:
         model = _graph(lowering, params, x_shape)
@@ -83,7 +71,7 @@ def test_peak_bytes_and_outputs_match_a_run(op: str, kind: str, index: int) -> N
     params = parse_params(op, **get_pool_spec(op).examples[index])
     assert lowering.peak_bytes is not None, f"{op} {kind} states no peak memory"
     model = None
-    for x_shape in _fitting_shapes(op, params, PEAK_SHAPES):
+    for x_shape in fitting_shapes(op, params, PEAK_SHAPES):
         if model is None or lowering.needs_static_hw:
             model = _graph(lowering, params, x_shape)
         feeds = example_inputs(op, params, x_shape, np.random.default_rng(1))

@@ -22,25 +22,7 @@ from models.zoo import (
     get_model_cfg,
     list_models,
 )
-from tests.test_vgg import TORCHVISION_CONVS
-
-
-def loop_netvlad(feats: torch.Tensor, weight: torch.Tensor, centroids: torch.Tensor):
-    """pytorch-NetVlad's forward written out: preL2, softmax over clusters, one cluster at a
-    time, intra-norm, K-major flatten, final L2."""
-    out = []
-    K, D = centroids.shape
-    for n in range(feats.shape[0]):
-        x = feats[n].reshape(D, -1).T  # (locations, D)
-        x = x / x.norm(dim=1, keepdim=True)
-        assign = torch.softmax(x @ weight.reshape(K, D).T, dim=1)
-        blocks = []
-        for k in range(K):
-            v = (assign[:, k : k + 1] * (x - centroids[k])).sum(dim=0)
-            blocks.append(v / v.norm())
-        vec = torch.cat(blocks)
-        out.append(vec / vec.norm())
-    return torch.stack(out)
+from tests.reference import TORCHVISION_CONVS, loop_netvlad
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +36,8 @@ def test_vgg_netvlad_equals_per_cluster_loop_on_encoder_features(vgg_netvlad) ->
         out = vgg_netvlad(x)
         feats = vgg_netvlad.encoder(x)
     sd = vgg_netvlad.state_dict()
-    ref = loop_netvlad(
-        feats.double(), sd["pool.conv.weight"].double(), sd["pool.centroids"].double()
-    )
+    weight, centroids = sd["pool.conv.weight"].double(), sd["pool.centroids"].double()
+    ref = loop_netvlad(feats.double(), weight, None, centroids, normalize_input=True)
     assert out.shape == (2, 4 * 512)
     torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-5)
 

@@ -1,53 +1,45 @@
 """The serving-side graph builder: torch-free, symbolic dims, pinned versions, lowering choice,
 and the runtime helper that registers custom kernels."""
 
-import subprocess
-import sys
-
 import numpy as np
 import onnx
 import pytest
 import torch
 
-import models.pooling.median  # noqa: F401  (registers the op)
 from export.runtime.errors import LoweringError
 from export.runtime.graph import build_pool_graph
 from export.runtime.lowering import select_lowering
 from export.runtime.sessions import create_session, run, uses_custom_ops
 from export.runtime.versions import CUSTOM_DOMAIN, IR_VERSION, OPSET
 from models.pooling import create_pool, parse_params
+from tests.reference import run_without_torch
 
 CPU = ["CPUExecutionProvider"]
-
-TORCH_FREE = """
-import sys, types
-sys.modules["torch"] = None  # any `import torch` now raises ImportError
-import numpy as np
-from export.runtime.graph import build_pool_graph
-from export.runtime.sessions import create_session, run
-params = types.SimpleNamespace(
-    kernel_size=(3, 3), stride=(1, 1), strides=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1),
-    ceil_mode=False, padding_mode="reflect",
-    model_dump_json=lambda: '{"kernel_size": [3, 3], "stride": [1, 1], "padding": [1, 1, 1, 1],'
-    ' "dilation": [1, 1], "ceil_mode": false, "padding_mode": "reflect"}',
-)
-x = np.arange(25, dtype=np.float32).reshape(1, 1, 5, 5)
-for prefer in ("standard", "custom"):
-    model = build_pool_graph("median", params, prefer=prefer)
-    (y,) = run(create_session(model, ["CPUExecutionProvider"]), x)
-    print(prefer, float(y[0, 0, 2, 2]), float(y[0, 0, 0, 0]))
-print("torch loaded:", [m for m in sys.modules if m.startswith("torch") and sys.modules[m]])
-"""
 
 
 def test_graph_builder_and_runtime_run_without_torch() -> None:
     """The serving path never imports torch: a blocked torch import does not stop it."""
-    result = subprocess.run(
-        [sys.executable, "-c", TORCH_FREE], capture_output=True, text=True, check=True
+    script = """
+    import types
+    import numpy as np
+    from export.runtime.graph import build_pool_graph
+    from export.runtime.sessions import create_session, run
+    params = types.SimpleNamespace(
+        kernel_size=(3, 3), stride=(1, 1), strides=(1, 1), padding=(1, 1, 1, 1),
+        dilation=(1, 1), ceil_mode=False, padding_mode="reflect",
+        model_dump_json=lambda: '{"kernel_size": [3, 3], "stride": [1, 1],'
+        ' "padding": [1, 1, 1, 1], "dilation": [1, 1], "ceil_mode": false,'
+        ' "padding_mode": "reflect"}',
     )
+    x = np.arange(25, dtype=np.float32).reshape(1, 1, 5, 5)
+    for prefer in ("standard", "custom"):
+        model = build_pool_graph("median", params, prefer=prefer)
+        (y,) = run(create_session(model, ["CPUExecutionProvider"]), x)
+        print(prefer, float(y[0, 0, 2, 2]), float(y[0, 0, 0, 0]))
+    """
     # 3x3 median at the centre of 0..24 is 12; at the reflect-padded corner, median of
     # [6, 5, 6, 1, 0, 1, 6, 5, 6] is 5.
-    assert result.stdout.splitlines() == [
+    assert run_without_torch(script) == [
         "standard 12.0 5.0",
         "custom 12.0 5.0",
         "torch loaded: []",

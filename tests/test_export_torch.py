@@ -12,9 +12,6 @@ import pytest
 import torch
 from torch import nn
 
-import models.pooling.adaptive  # noqa: F401  (registers the ops)
-import models.pooling.gem  # noqa: F401
-import models.pooling.median  # noqa: F401
 from export.parity import check_artifact
 from export.runtime.errors import ExportError, LoweringError
 from export.runtime.lowering import Prefer

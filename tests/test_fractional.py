@@ -6,26 +6,13 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import models.pooling.fractional  # noqa: F401  (registers the op)
 from models.pooling import PoolError, PoolInputError, PoolParamError, create_pool
 from models.pooling.fractional import FractionalMaxParams, fractional_max_pool
+from tests.reference import torch_fractional_max
 
 
 def ours(x, samples, **kw):
     return fractional_max_pool(x, FractionalMaxParams(return_indices=True, **kw), samples)
-
-
-def torch_ref(x, samples, kernel_size, output_size=None, output_ratio=None):
-    if isinstance(output_ratio, float):
-        output_ratio = (output_ratio, output_ratio)  # F.fractional_max_pool2d wants a pair
-    return F.fractional_max_pool2d(
-        x,
-        kernel_size,
-        output_size=output_size,
-        output_ratio=output_ratio,
-        return_indices=True,
-        _random_samples=samples,
-    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -46,7 +33,7 @@ def test_matches_torch_values_and_indices(hw: tuple, kw: dict, dtype: torch.dtyp
     x = torch.randn(2, 3, *hw, dtype=dtype)
     samples = torch.rand(2, 3, 2, dtype=dtype)
     out, idx = ours(x, samples, **kw)
-    ref, ref_idx = torch_ref(x, samples, **kw)
+    ref, ref_idx = torch_fractional_max(x, samples, **kw)
     assert torch.equal(out, ref)
     assert torch.equal(idx, ref_idx)
 
@@ -65,7 +52,7 @@ def test_sample_zero_drives_width_and_sample_one_height() -> None:
         ours(ramp_h, b, **kw)[0], ours(ramp_h, torch.tensor([[[0.5, 0.1]]]), **kw)[0]
     )
     for s in (a, b):
-        assert torch.equal(ours(ramp_w, s, **kw)[0], torch_ref(ramp_w, s, **kw)[0])
+        assert torch.equal(ours(ramp_w, s, **kw)[0], torch_fractional_max(ramp_w, s, **kw)[0])
 
 
 def test_ties_take_the_first_and_nan_the_last_as_torch() -> None:
@@ -73,7 +60,7 @@ def test_ties_take_the_first_and_nan_the_last_as_torch() -> None:
     x[0, 0, 0, 1] = x[0, 0, 1, 1] = float("nan")
     samples = torch.zeros(1, 1, 2)
     out, idx = ours(x, samples, kernel_size=2, output_size=2)
-    ref, ref_idx = torch_ref(x, samples, kernel_size=2, output_size=2)
+    ref, ref_idx = torch_fractional_max(x, samples, kernel_size=2, output_size=2)
     assert torch.equal(out.isnan(), ref.isnan())
     assert torch.equal(out.nan_to_num(), ref.nan_to_num())
     assert torch.equal(idx, ref_idx)
@@ -86,7 +73,7 @@ def test_seed_is_repeatable_and_equals_torch_with_those_samples() -> None:
     first, second = pool(x), pool(x)
     assert torch.equal(first, second)
     samples = torch.rand(2, 4, 2, generator=torch.Generator().manual_seed(7))
-    assert torch.equal(first, torch_ref(x, samples, 2, output_ratio=0.6)[0])
+    assert torch.equal(first, torch_fractional_max(x, samples, 2, output_ratio=0.6)[0])
     other = create_pool("fractional_max", kernel_size=2, output_ratio=0.6, seed=8)(x)
     assert not torch.equal(first, other)
 
@@ -172,7 +159,7 @@ def test_property_matches_torch_or_raises(h: int, w: int, k: tuple, out: tuple, 
     except PoolError:
         assert out[0] + k[0] - 1 > h or out[1] + k[1] - 1 > w
         return
-    ref, ref_idx = torch_ref(x, samples, k, output_size=out)
+    ref, ref_idx = torch_fractional_max(x, samples, k, output_size=out)
     assert values.shape == (1, 2, *out)
     assert torch.equal(values, ref)
     assert torch.equal(idx, ref_idx)

@@ -5,9 +5,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import models.pooling.median  # noqa: F401  (registers the op)
 from models.pooling import PoolError, PoolInputError, PoolParamError, create_pool
-from tests.reference import loop_output_length
+from models.pooling.median import MedianParams
+from tests.reference import window_grid
 
 
 def padded_value(plane, r, c, mode):
@@ -27,25 +27,21 @@ def padded_value(plane, r, c, mode):
 def loop_median(x, k, s, pads, d, ceil, mode):
     """Lower median (sorted(v)[(n-1)//2]) of each window; positions past the padded input
     (ceil_mode overhang) are not part of the window."""
-    (kh, kw), (sh, sw), (dh, dw), (left, right, top, bottom) = k, s, d, pads
+    _, right, _, bottom = pads
     H, W = x.shape[-2:]
-    oh = loop_output_length(H, kh, sh, top, bottom, dh, ceil)
-    ow = loop_output_length(W, kw, sw, left, right, dw, ceil)
+    (oh, ow), taps = window_grid(H, W, k, s, pads, d, ceil)
     out = torch.empty(*x.shape[:2], oh, ow, dtype=x.dtype)
     for n in range(x.shape[0]):
         for ch in range(x.shape[1]):
             plane = x[n, ch].tolist()
-            for i in range(oh):
-                for j in range(ow):
-                    rows = [i * sh - top + a * dh for a in range(kh)]
-                    cols = [j * sw - left + b * dw for b in range(kw)]
-                    vals = [
-                        padded_value(plane, r, c, mode)
-                        for r in rows
-                        for c in cols
-                        if r < H + bottom and c < W + right
-                    ]
-                    out[n, ch, i, j] = sorted(vals)[(len(vals) - 1) // 2]
+            for (i, j), (rows, cols) in taps.items():
+                vals = [
+                    padded_value(plane, r, c, mode)
+                    for r in rows
+                    for c in cols
+                    if r < H + bottom and c < W + right
+                ]
+                out[n, ch, i, j] = sorted(vals)[(len(vals) - 1) // 2]
     return out
 
 
@@ -73,7 +69,7 @@ def test_even_window_gives_lower_median() -> None:
 )
 def test_matches_loop_reference(mode: str, kw: dict) -> None:
     x = torch.randn(2, 3, 7, 8, dtype=torch.float64)
-    p = models.pooling.median.MedianParams(**kw)
+    p = MedianParams(**kw)
     ref = loop_median(x, p.kernel_size, p.strides, p.padding, p.dilation, p.ceil_mode, mode)
     out = create_pool("median", padding_mode=mode, **kw)(x)
     assert torch.equal(out, ref)

@@ -6,9 +6,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import models.pooling.mixed  # noqa: F401  (registers the op)
 from models.pooling import PoolError, PoolParamError, create_pool
-from tests.reference import loop_output_length
+from tests.reference import loop_window_pool
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.25, 0.5, 1.0])
@@ -43,25 +42,11 @@ def test_default_alpha_is_half() -> None:
 
 
 def loop_mixed(x, k, s, pads, d, ceil, alpha, cip):
-    """alpha * max + (1 - alpha) * mean over each window, with torch's rules generalised to
-    (left, right, top, bottom) padding: the mean divides by the window clipped to the padded
-    input (cip) or by the input positions it covers; max ignores padding."""
-    (kh, kw), (sh, sw), (dh, dw), (left, right, top, bottom) = k, s, d, pads
-    H, W = x.shape[-2:]
-
-    oh = loop_output_length(H, kh, sh, top, bottom, dh, ceil)
-    ow = loop_output_length(W, kw, sw, left, right, dw, ceil)
-    out = torch.empty(*x.shape[:2], oh, ow, dtype=x.dtype)
-    for i in range(oh):
-        for j in range(ow):
-            rows = [i * sh - top + a * dh for a in range(kh)]
-            cols = [j * sw - left + b * dw for b in range(kw)]
-            real = [x[..., r, c] for r in rows for c in cols if 0 <= r < H and 0 <= c < W]
-            padded = [1 for r in rows for c in cols if r < H + bottom and c < W + right]
-            vals = torch.stack(real, dim=-1)
-            mean = vals.sum(-1) / (len(padded) if cip else len(real))
-            out[..., i, j] = alpha * vals.amax(-1) + (1 - alpha) * mean
-    return out
+    """alpha * max + (1 - alpha) * mean over each window, from the plain-loop max and avg
+    (the mean divides by the window clipped to the padded input, or by the input positions
+    it covers; max ignores padding)."""
+    mx = loop_window_pool(x, k, s, pads, d, ceil, "max")
+    return alpha * mx + (1 - alpha) * loop_window_pool(x, k, s, pads, d, ceil, "avg", cip)
 
 
 @settings(max_examples=40, deadline=None)

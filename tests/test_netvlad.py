@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import models.pooling.netvlad  # noqa: F401  (registers the op)
 from models.pooling import PoolError, PoolInputError, PoolParamError, create_pool
 from models.pooling.netvlad import NetVLAD, NetVLADParams, netvlad_pool
+from tests.reference import loop_netvlad
 
 
 def make_netvlad(**kw) -> NetVLAD:
@@ -18,28 +18,6 @@ def make_netvlad(**kw) -> NetVLAD:
     pool = create_pool("netvlad", **kw)
     assert isinstance(pool, NetVLAD)
     return pool
-
-
-def loop_netvlad(x, weight, bias, centroids, normalize_input):
-    """pytorch-NetVlad's algorithm written out: one sample and one cluster at a time."""
-    N, D, H, W = x.shape
-    K = centroids.shape[0]
-    out = []
-    for n in range(N):
-        feats = x[n].reshape(D, H * W).T  # one row per location
-        if normalize_input:
-            feats = feats / feats.norm(dim=1, keepdim=True)
-        logits = feats @ weight.reshape(K, D).T
-        if bias is not None:
-            logits = logits + bias
-        assign = torch.softmax(logits, dim=1)  # (HW, K)
-        blocks = []
-        for k in range(K):
-            resid = (assign[:, k : k + 1] * (feats - centroids[k])).sum(dim=0)
-            blocks.append(resid / resid.norm())
-        vec = torch.cat(blocks)  # K-major: cluster k occupies [k*D, (k+1)*D)
-        out.append(vec / vec.norm())
-    return torch.stack(out)
 
 
 @pytest.mark.parametrize("normalize_input", [True, False])

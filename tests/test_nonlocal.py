@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nonlocalpooling.pool import NonLocalPool2d
 
-import models.pooling.nonlocal_pool  # noqa: F401  (registers the op)
 from models.pooling import PoolError, PoolInputError, PoolParamError, create_pool
 from models.pooling.nonlocal_pool import NonLocalParams, NonLocalPool, nonlocal_pool
+from tests.reference import nonlocal_reference
 
 
 def make_nonlocal(**kw) -> NonLocalPool:
@@ -16,21 +16,6 @@ def make_nonlocal(**kw) -> NonLocalPool:
     pool = create_pool("nonlocal", **kw)
     assert isinstance(pool, NonLocalPool)
     return pool
-
-
-def reference(size, c, o=None, squeeze=False, scale=2, seed=0) -> NonLocalPool2d:
-    """The package's layer with random weights, non-trivial BN statistics and alpha."""
-    torch.manual_seed(seed)
-    ref = NonLocalPool2d(list(size), c, o, scale=scale, squeeze=squeeze)
-    with torch.no_grad():
-        ref.alpha.fill_(0.3)
-        ref.norm.running_mean.uniform_(-1, 1)
-        ref.norm.running_var.uniform_(0.5, 2)
-        ref.norm.weight.uniform_(0.5, 1.5)
-        ref.norm.bias.uniform_(-1, 1)
-        ref.token_mix[1].weight.uniform_(0.5, 1.5)
-        ref.channel_mix[1].bias.uniform_(-1, 1)
-    return ref
 
 
 def ours_loaded(ref: NonLocalPool2d, size, c, o=None, squeeze=False) -> NonLocalPool:
@@ -50,7 +35,7 @@ CASES = [
 
 @pytest.mark.parametrize(("size", "c", "o", "squeeze"), CASES)
 def test_eval_matches_reference(size, c, o, squeeze) -> None:
-    ref = reference(size, c, o, squeeze).eval()
+    ref = nonlocal_reference(size, c, o, squeeze).eval()
     ours = ours_loaded(ref, size, c, o, squeeze).eval()
     x = torch.randn(2, c, *size)
     out = ours(x)
@@ -61,7 +46,7 @@ def test_eval_matches_reference(size, c, o, squeeze) -> None:
 @pytest.mark.parametrize(("size", "c", "o", "squeeze"), CASES)
 def test_train_step_matches_reference(size, c, o, squeeze) -> None:
     """Batch statistics, running-stat updates and gradients all agree."""
-    ref = reference(size, c, o, squeeze).train()
+    ref = nonlocal_reference(size, c, o, squeeze).train()
     ours = ours_loaded(ref, size, c, o, squeeze).train()
     x = torch.randn(3, c, *size)
     out, ref_out = ours(x), ref(x)
@@ -76,7 +61,7 @@ def test_train_step_matches_reference(size, c, o, squeeze) -> None:
 
 
 def test_functional_form_takes_the_state_dict() -> None:
-    ref = reference((8, 8), 3, 6).eval()
+    ref = nonlocal_reference((8, 8), 3, 6).eval()
     p = NonLocalParams(in_size=8, in_channels=3, out_channels=6)
     x = torch.randn(2, 3, 8, 8)
     torch.testing.assert_close(nonlocal_pool(x, ref.state_dict(), p), ref(x))
@@ -143,7 +128,7 @@ def reference_branches_align(size, c, o, scale, squeeze) -> bool:
     The package adds them with broadcasting, so when they differ it either raises or
     silently spreads a 1-wide branch over the other instead of pooling.
     """
-    ref = reference(size, c, o, squeeze, scale).eval()
+    ref = nonlocal_reference(size, c, o, squeeze, scale).eval()
     x = torch.randn(1, c, *size)
     try:
         local = ref.maxpool(ref.point_wise(x))
@@ -203,7 +188,7 @@ def test_matches_reference_or_refuses_what_it_cannot_run(h, w, c, o, scale, sque
         assert not aligned
         return
     assert aligned
-    ref = reference((h, w), c, o, squeeze, scale).eval()
+    ref = nonlocal_reference((h, w), c, o, squeeze, scale).eval()
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(2, c, h, w)
     out = ours.eval()(x)

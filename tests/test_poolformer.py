@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from models.poolformer import POOLFORMER_SPECS, GroupNorm1, PoolFormer, PoolFormerBlock, poolformer
 from models.pooling import PoolInputError
+from tests.reference import sailsg_keys
 
 VARIANTS = {  # name: (layers, embed_dims, layer-scale init, published params in millions)
     "poolformer_s12": ((2, 2, 6, 2), (64, 128, 320, 512), 1e-5, 11.92),
@@ -14,29 +15,6 @@ VARIANTS = {  # name: (layers, embed_dims, layer-scale init, published params in
     "poolformer_m36": ((6, 6, 18, 6), (96, 192, 384, 768), 1e-6, 56.17),
     "poolformer_m48": ((8, 8, 24, 8), (96, 192, 384, 768), 1e-6, 73.47),
 }
-
-
-def sailsg_keys(layers, dims, num_classes=1000) -> dict[str, tuple[int, ...]]:
-    """sail-sg/poolformer's state_dict layout, as documented in reference-models.md."""
-    keys: dict[str, tuple[int, ...]] = {
-        "patch_embed.proj.weight": (dims[0], 3, 7, 7),
-        "patch_embed.proj.bias": (dims[0],),
-    }
-    for stage, (depth, c) in enumerate(zip(layers, dims, strict=True)):
-        for j in range(depth):
-            p = f"network.{2 * stage}.{j}."
-            for name in ("layer_scale_1", "layer_scale_2", "norm1.weight", "norm1.bias"):
-                keys[p + name] = (c,)
-            keys[p + "norm2.weight"] = keys[p + "norm2.bias"] = (c,)
-            keys[p + "mlp.fc1.weight"], keys[p + "mlp.fc1.bias"] = (4 * c, c, 1, 1), (4 * c,)
-            keys[p + "mlp.fc2.weight"], keys[p + "mlp.fc2.bias"] = (c, 4 * c, 1, 1), (c,)
-        if stage < 3:
-            keys[f"network.{2 * stage + 1}.proj.weight"] = (dims[stage + 1], c, 3, 3)
-            keys[f"network.{2 * stage + 1}.proj.bias"] = (dims[stage + 1],)
-    if num_classes:
-        keys["norm.weight"] = keys["norm.bias"] = (dims[-1],)
-        keys["head.weight"], keys["head.bias"] = (num_classes, dims[-1]), (num_classes,)
-    return keys
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import models.pooling.pyramid  # noqa: F401  (registers the ops)
 from models.pooling import PoolInputError, PoolParamError, create_pool, parse_params
 
 

@@ -7,37 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import models.pooling.rmac  # noqa: F401  (registers the op)
 from models.pooling import PoolError, PoolInputError, PoolParamError, create_pool
 from models.pooling.rmac import rmac_regions
-
-
-def reference_regions(H: int, W: int, L: int) -> list[tuple[int, int, int]]:
-    """cirtorch's grid with explicit loops, its arithmetic done on float32 tensors as there."""
-    w = min(H, W)
-    extra = 0
-    if H != W:
-        steps = torch.tensor([2.0, 3, 4, 5, 6, 7])
-        b = (max(H, W) - w) / (steps - 1)
-        err = ((w * w - w * b) / (w * w) - 0.4).abs()
-        extra = int(torch.argmin(err)) + 1
-    extra_h = extra if H > W else 0
-    extra_w = extra if W > H else 0
-    regions = []
-    for level in range(1, L + 1):
-        side = math.floor(2 * w / (level + 1))
-        if side == 0:
-            continue
-        half = math.floor(side / 2 - 1)
-        starts = []
-        for length, count in ((H, level + extra_h), (W, level + extra_w)):
-            step = 0 if count == 1 else (length - side) / (count - 1)
-            grid = torch.floor(half + torch.arange(count, dtype=torch.float32) * step) - half
-            starts.append([int(v) for v in grid.tolist()])
-        for top in starts[0]:
-            for left in starts[1]:
-                regions.append((top, left, side))
-    return regions
+from tests.reference import reference_regions
 
 
 def reference_rmac(x: torch.Tensor, L: int, eps: float) -> torch.Tensor:

@@ -9,31 +9,27 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import models.pooling.softpool  # noqa: F401  (registers the op)
 from models.pooling import PoolError, PoolParamError, create_pool
-from tests.reference import loop_output_length
+from models.pooling.softpool import SoftParams
+from tests.reference import window_grid
 
 
 def loop_softpool(x, k, s, pads, ceil):
     """sum_i e^{a_i} a_i / sum_i e^{a_i} over the input values of each window (padding and the
     ceil_mode overhang excluded). Every e^{a_i} is divided by e^{max a} (the ratio is unchanged)
     so that math.exp cannot overflow."""
-    (kh, kw), (sh, sw), (left, right, top, bottom) = k, s, pads
     H, W = x.shape[-2:]
-
-    oh = loop_output_length(H, kh, sh, top, bottom, 1, ceil)
-    ow = loop_output_length(W, kw, sw, left, right, 1, ceil)
+    (oh, ow), taps = window_grid(H, W, k, s, pads, (1, 1), ceil)
     out = torch.empty(*x.shape[:2], oh, ow, dtype=x.dtype)
     for n in range(x.shape[0]):
         for c in range(x.shape[1]):
-            for i in range(oh):
-                for j in range(ow):
-                    rows = range(max(i * sh - top, 0), min(i * sh - top + kh, H))
-                    cols = range(max(j * sw - left, 0), min(j * sw - left + kw, W))
-                    vals = [x[n, c, r, q].item() for r in rows for q in cols]
-                    weights = [math.exp(v - max(vals)) for v in vals]
-                    weighted = sum(wt * v for wt, v in zip(weights, vals, strict=True))
-                    out[n, c, i, j] = weighted / sum(weights)
+            for (i, j), (rows, cols) in taps.items():
+                vals = [
+                    x[n, c, r, q].item() for r in rows for q in cols if 0 <= r < H and 0 <= q < W
+                ]
+                weights = [math.exp(v - max(vals)) for v in vals]
+                weighted = sum(wt * v for wt, v in zip(weights, vals, strict=True))
+                out[n, c, i, j] = weighted / sum(weights)
     return out
 
 
@@ -49,7 +45,7 @@ def loop_softpool(x, k, s, pads, ceil):
 )
 def test_matches_loop_reference(kw: dict) -> None:
     x = torch.randn(2, 2, 7, 8, dtype=torch.float64) * 3
-    p = models.pooling.softpool.SoftParams(**kw)
+    p = SoftParams(**kw)
     ref = loop_softpool(x, p.kernel_size, p.strides, p.padding, p.ceil_mode)
     torch.testing.assert_close(create_pool("softpool", **kw)(x), ref)
 

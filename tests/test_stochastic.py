@@ -7,28 +7,21 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import models.pooling.stochastic  # noqa: F401  (registers the op)
 from models.pooling import PoolError, PoolParamError, create_pool
-from tests.reference import loop_output_length
+from models.pooling.stochastic import StochasticParams
+from tests.reference import window_grid
 
 
 def windows(x, k, s, pads, d, ceil):
     """{(i, j): [values]} of each window of a (1, 1, H, W) tensor; padding and the ceil_mode
     overhang are left out (they are zeros, which never count)."""
-    (kh, kw), (sh, sw), (dh, dw), (left, right, top, bottom) = k, s, d, pads
     H, W = x.shape[-2:]
-
-    oh = loop_output_length(H, kh, sh, top, bottom, dh, ceil)
-    ow = loop_output_length(W, kw, sw, left, right, dw, ceil)
-    found = {}
-    for i in range(oh):
-        for j in range(ow):
-            rows = [i * sh - top + a * dh for a in range(kh)]
-            cols = [j * sw - left + b * dw for b in range(kw)]
-            found[i, j] = [
-                x[0, 0, r, c].item() for r in rows for c in cols if 0 <= r < H and 0 <= c < W
-            ]
-    return found, (oh, ow)
+    hw, taps = window_grid(H, W, k, s, pads, d, ceil)
+    found = {
+        ij: [x[0, 0, r, c].item() for r in rows for c in cols if 0 <= r < H and 0 <= c < W]
+        for ij, (rows, cols) in taps.items()
+    }
+    return found, hw
 
 
 def loop_expectation(vals):
@@ -49,7 +42,7 @@ def loop_expectation(vals):
 )
 def test_expectation_matches_loop(kw: dict) -> None:
     x = torch.randn(1, 1, 9, 10, dtype=torch.float64)  # about half negative
-    p = models.pooling.stochastic.StochasticParams(**kw)
+    p = StochasticParams(**kw)
     wins, hw = windows(x, p.kernel_size, p.strides, p.padding, p.dilation, p.ceil_mode)
     out = create_pool("stochastic", **kw)(x)
     assert out.shape == (1, 1, *hw)
@@ -83,7 +76,7 @@ def test_sample_is_deterministic_per_seed() -> None:
 def test_sample_is_a_positive_window_value_or_zero(kw: dict) -> None:
     x = torch.randn(1, 1, 9, 10)
     x[0, 0, :3, :3] = 0.0  # some all-zero windows
-    p = models.pooling.stochastic.StochasticParams(**kw)
+    p = StochasticParams(**kw)
     wins, _ = windows(x, p.kernel_size, p.strides, p.padding, p.dilation, p.ceil_mode)
     for seed in range(5):
         out = create_pool("stochastic", mode="sample", seed=seed, **kw)(x)

@@ -6,7 +6,6 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import models.pooling.unpool  # noqa: F401  (registers the op)
 from models.pooling import PoolError, PoolInputError, PoolParamError, create_pool
 
 # The reference, F.max_unpool2d, warns under conftest's deterministic mode.
@@ -55,8 +54,6 @@ def test_explicit_output_size_restores_input_size(hw: tuple, kw: dict) -> None:
 
 def test_asymmetric_padding_plain_loop() -> None:
     """YOLOv3-tiny's stride-1 2x2 pool padded right/bottom: unpooling gives 13x13 back."""
-    import models.pooling.window  # noqa: F401  (the library's max pool, for its indices)
-
     x = torch.randn(1, 2, 13, 13)
     pool = create_pool("max", kernel_size=2, stride=1, padding=(0, 1, 0, 1), return_indices=True)
     pooled, idx = pool(x)

@@ -5,16 +5,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.vgg import vgg16_trunk
+from tests.reference import TORCHVISION_CONVS
 
-# torchvision vgg16().features, written out: (index, in, out) per conv; pools at 4, 9, 16, 23.
-TORCHVISION_CONVS = [
-    (0, 3, 64), (2, 64, 64),
-    (5, 64, 128), (7, 128, 128),
-    (10, 128, 256), (12, 256, 256), (14, 256, 256),
-    (17, 256, 512), (19, 512, 512), (21, 512, 512),
-    (24, 512, 512), (26, 512, 512), (28, 512, 512),
-]  # fmt: skip
-POOLS = (4, 9, 16, 23)
+POOLS = (4, 9, 16, 23)  # torchvision vgg16().features' max pools
 
 
 def test_module_indices_match_torchvision_features() -> None:

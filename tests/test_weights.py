@@ -19,20 +19,9 @@ from models.weights import (
     strip_data_parallel,
 )
 from models.zoo import build_model
-from tests.test_poolformer import sailsg_keys
-from tests.test_vgg import TORCHVISION_CONVS
+from tests.reference import TORCHVISION_CONVS, random_state, sailsg_keys
 
 S12 = ((2, 2, 6, 2), (64, 128, 320, 512))
-
-
-def random_state(shapes: dict, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random tensors with exactly these names and shapes (norm-ish scale for conv weights)."""
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, shape in shapes.items():
-        scale = 0.05 if len(shape) > 1 else 0.5
-        out[key] = torch.randn(shape, generator=gen) * scale
-    return out
 
 
 def timm_key(key: str) -> str:

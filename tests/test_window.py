@@ -7,11 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.pooling import PoolError, PoolParamError, create_pool
-from tests.reference import loop_output_length
-
-
-def arange_plane(h: int, w: int) -> torch.Tensor:
-    return torch.arange(h * w, dtype=torch.float32).reshape(1, 1, h, w)
+from tests.reference import arange_plane, loop_window_pool
 
 
 def test_d2l_worked_example_max_and_avg() -> None:
@@ -83,37 +79,6 @@ def test_yolov3_tiny_asymmetric_max_pad() -> None:
     assert torch.equal(out, ref)
     # Indices point into the unpadded plane.
     assert torch.equal(x.flatten(2).gather(2, idx.flatten(2)).reshape_as(out), out)
-
-
-def loop_window_pool(x, k, s, pads, d, ceil, reduce, count_include_pad=True):
-    """Plain-loop reference with torch's rules, generalised to (left, right, top, bottom) pads.
-
-    Window i starts at i*s - pad_begin; in ceil mode the last window must start before
-    input + pad_begin; avg divides by the window clipped to input + declared padding
-    (count_include_pad) or by the real elements it covers."""
-    (kh, kw), (sh, sw), (dh, dw), (left, right, top, bottom) = k, s, d, pads
-    H, W = x.shape[-2:]
-
-    oh = loop_output_length(H, kh, sh, top, bottom, dh, ceil)
-    ow = loop_output_length(W, kw, sw, left, right, dw, ceil)
-    out = torch.empty(*x.shape[:2], oh, ow, dtype=x.dtype)
-    for i in range(oh):
-        for j in range(ow):
-            rows = [i * sh - top + a * dh for a in range(kh)]
-            cols = [j * sw - left + b * dw for b in range(kw)]
-            real = [(r, c) for r in rows for c in cols if 0 <= r < H and 0 <= c < W]
-            vals = torch.stack([x[..., r, c] for r, c in real], dim=-1)
-            if reduce == "max":
-                out[..., i, j] = vals.amax(-1)
-                continue
-            inside = [
-                (r, c)
-                for r in rows
-                for c in cols
-                if -top <= r < H + bottom and -left <= c < W + right
-            ]
-            out[..., i, j] = vals.sum(-1) / (len(inside) if count_include_pad else len(real))
-    return out
 
 
 @settings(max_examples=40, deadline=None)

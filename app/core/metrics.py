@@ -15,8 +15,12 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
-        labels = ("endpoint", "method", "status")
+        self._http()
+        self._inference()
+        self._graph_cache()
+
+    def _http(self) -> None:
+        r, labels = self.registry, ("endpoint", "method", "status")
         self.requests = Counter(
             "poolserve_requests", "HTTP requests by endpoint and status", labels, registry=r
         )
@@ -27,6 +31,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+
+    def _inference(self) -> None:
+        r = self.registry
         self.inference = Histogram(
             "poolserve_inference_seconds",
             "onnxruntime run time per model (/pool graphs as pool:<op>)",
@@ -55,6 +62,12 @@ class Metrics:
             ("model", "provider"),
             registry=r,
         )
+        self.waiting = Gauge(
+            "poolserve_waiting_inferences", "Requests waiting for an inference slot", registry=r
+        )
+
+    def _graph_cache(self) -> None:
+        r = self.registry
         self.cache_hits = Counter(
             "poolserve_graph_cache_hits", "/pool graph-cache hits", registry=r
         )
@@ -63,9 +76,6 @@ class Metrics:
         )
         self.cache_entries = Gauge(
             "poolserve_graph_cache_entries", "/pool graphs held in the cache", registry=r
-        )
-        self.waiting = Gauge(
-            "poolserve_waiting_inferences", "Requests waiting for an inference slot", registry=r
         )
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:

@@ -17,7 +17,14 @@ from onnxscript import GraphBuilder, build_function
 
 import export.runtime.lowerings  # noqa: F401  (registers every lowering)
 from export.runtime.errors import LoweringError
-from export.runtime.lowering import FLOAT_DTYPES, Kind, Lowering, Outputs, Prefer, select_lowering
+from export.runtime.lowering import (
+    FLOAT_DTYPES,
+    Lowering,
+    LoweringKind,
+    Outputs,
+    Prefer,
+    select_lowering,
+)
 from export.runtime.versions import CUSTOM_DOMAIN, CUSTOM_OPSET, IR_VERSION, OPSET
 from models.pooling import get_pool_spec
 from models.pooling.registry import TensorSpec
@@ -33,7 +40,7 @@ def build_pool_graph(
     params: Any,
     dtype: str = "float32",
     prefer: Prefer = "standard",
-    kind: Kind | None = None,
+    kind: LoweringKind | None = None,
     *,
     static_hw: tuple[int, int] | None = None,
     weights: Mapping[str, np.ndarray] | None = None,

@@ -39,7 +39,7 @@ import onnx_ir as ir
 
 from export.runtime.errors import LoweringError
 
-Kind = Literal["native", "decomposition", "custom"]
+LoweringKind = Literal["native", "decomposition", "custom"]
 Prefer = Literal["standard", "custom"]
 Outputs = ir.Value | tuple[ir.Value, ...]
 
@@ -60,7 +60,7 @@ def outputs(values: object, count: int) -> tuple[ir.Value, ...]:
     return tuple(values)
 
 
-STANDARD_KINDS: tuple[Kind, ...] = ("native", "decomposition")
+STANDARD_KINDS: tuple[LoweringKind, ...] = ("native", "decomposition")
 FLOAT_DTYPES = ("float32", "float16")
 """The float dtypes graphs are built in. float64 is left out: onnxruntime's CPU provider has
 no double AveragePool or LpPool."""
@@ -104,7 +104,7 @@ class Lowering:
     """
 
     op: str
-    kind: Kind
+    kind: LoweringKind
     build: Callable[..., Outputs]
     limitation: Callable[[Any], str | None] = _no_limit
     dtypes: frozenset[str] = frozenset(FLOAT_DTYPES)
@@ -146,7 +146,7 @@ def static_hw(x: ir.Value) -> tuple[int, int]:
     return h, w
 
 
-_LOWERINGS: dict[str, dict[Kind, Lowering]] = {}
+_LOWERINGS: dict[str, dict[LoweringKind, Lowering]] = {}
 
 
 def register_lowering(lowering: Lowering) -> Lowering:
@@ -176,7 +176,7 @@ def select_lowering(
     params: Any,
     dtype: str = "float32",
     prefer: Prefer = "standard",
-    kind: Kind | None = None,
+    kind: LoweringKind | None = None,
 ) -> Lowering:
     """Pick the lowering for ``op`` with ``params``.
 

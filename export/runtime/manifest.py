@@ -59,10 +59,14 @@ class ParityRecord(_Strict):
     """fp16 variants: the gate's bound on ``min_cosine``."""
 
 
+ModelKind = Literal["descriptor", "classification", "pool_op"]
+"""What a repository model is: an image model, or a pooling op holding its weights."""
+
+
 class ModelEntry(_Strict):
     """One model of the repository (see ``docs/model-repository.md``)."""
 
-    kind: Literal["descriptor", "classification", "pool_op"]
+    kind: ModelKind
     path: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int
