@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from models.pooling import create_pool, list_pools
-from models.zoo import build_model
+from export.repository import make_job
+from models.pooling import get_pool_spec, list_pools, parse_params
+from models.pooling.examples import example_inputs, example_shape
+from models.pooling.examples_torch import example_module, torch_outputs
 
 NPY = "application/x-npy"
 RNG = np.random.default_rng(0)
@@ -22,92 +26,40 @@ def _x(*shape: int) -> np.ndarray:
     return RNG.standard_normal(shape).astype(np.float32)
 
 
-CASES: dict[str, dict[str, Any]] = {
-    "adaptive_avg": {"output_size": [3, 2]},
-    "adaptive_max": {"output_size": 3},
-    "avg": {"kernel_size": 3, "stride": 2, "padding": 1, "count_include_pad": False},
-    "avgmax_add": {},
-    "avgmax_cat": {},
-    "bilinear": {},
-    "bilinear2": {},
-    "fractional_max": {"kernel_size": 2, "output_size": [4, 3]},
-    "gem": {"p": 2.5},
-    "global_avg": {},
-    "global_max": {},
-    "lp": {"norm_type": 2.0, "kernel_size": 2},
-    "max": {"kernel_size": 2, "stride": 1, "padding": [0, 1, 0, 1]},
-    "max_unpool": {"kernel_size": 2},
-    "median": {"kernel_size": 3},
-    "min": {"kernel_size": 3, "stride": 2},
-    "mixed": {"kernel_size": 2, "alpha": 0.3},
-    "netvlad": {},
-    "nonlocal": {},
-    "poolformer_mixer": {"pool_size": 3},
-    "rmac": {"levels": 2},
-    "softpool": {"kernel_size": 2},
-    "spp": {"levels": [1, 2]},
-    "sppf": {"kernel_size": 3},
-    "stochastic": {"kernel_size": 2},
-    "yolo_spp": {"kernel_sizes": [3, 5]},
-}
-MODELS = {"netvlad": "netvlad_head", "nonlocal": "nonlocal_pool"}
+@dataclass(frozen=True)
+class Case:
+    """One op's /pool request and its torch reference, from the op's registry entry."""
+
+    params: dict[str, Any]  # what the request sends (none for a learnable op's entry)
+    model: str | None  # the repository entry holding a learnable op's weights
+    tensors: dict[str, np.ndarray]
+    expected: np.ndarray
 
 
-def test_every_registered_op_has_a_case() -> None:
-    assert sorted(CASES) == list_pools()
+def _entry(app_client, op: str) -> tuple[str, dict[str, Any]]:
+    """The repository entry that holds a learnable op's weights, and its fixed params."""
+    listing = app_client.get("/models").json()
+    (name,) = next(o["models"] for o in listing["ops"] if o["name"] == op)
+    params = next(m["params"] for m in listing["models"] if m["name"] == name)
+    return name, params
 
 
-def _inputs(op: str) -> dict[str, np.ndarray]:
-    """The request's tensors, by input name."""
-    if op == "netvlad":
-        return {"x": np.abs(_x(2, 512, 3, 4))}
-    if op == "nonlocal":
-        return {"x": _x(1, 256, 14, 14)}
-    x = _x(2, 3, 9, 8)
-    if op in ("stochastic", "gem"):
-        x = np.abs(x)
-    if op == "bilinear2":
-        return {"x": x, "y": _x(2, 4, 9, 8)}
-    if op == "max_unpool":
-        pooled, idx = F.max_pool2d(torch.from_numpy(x), 2, return_indices=True)
-        return {"x": pooled.numpy(), "indices": idx.numpy()}
-    if op == "fractional_max":
-        return {"x": x, "samples": RNG.random((2, 3, 2), dtype=np.float32)}
-    return {"x": x}
-
-
-_PARAMS_CACHE: dict[str, torch.nn.Module] = {}
-
-
-def _torch_module(op: str) -> torch.nn.Module:
-    """The library op; learnable ops with the weights the repository entry was exported with."""
-    if op == "netvlad":
-        if op not in _PARAMS_CACHE:
-            _PARAMS_CACHE[op] = cast(
-                torch.nn.Module, build_model("netvlad_poolformer_s12").module.pool
-            )
-        return _PARAMS_CACHE[op]
-    if op == "nonlocal":
-        from export.repository import NONLOCAL_PARAMS
-
-        return create_pool("nonlocal", **NONLOCAL_PARAMS).eval()
-    return create_pool(op, **CASES[op]).eval()
-
-
-def _reference(op: str, tensors: dict[str, np.ndarray]) -> np.ndarray:
-    t = {k: torch.from_numpy(v) for k, v in tensors.items()}
-    with torch.no_grad():
-        if op == "fractional_max":  # torch's own op given the same samples
-            p = CASES[op]
-            out = F.fractional_max_pool2d(
-                t["x"], p["kernel_size"], output_size=p["output_size"], _random_samples=t["samples"]
-            )
-        elif op in ("bilinear2", "max_unpool"):
-            second = t["y"] if op == "bilinear2" else t["indices"]
-            out = _torch_module(op)(t["x"], second)
-        else:
-            out = _torch_module(op)(t["x"])
-    return out.numpy()
+@functools.cache
+def _case(app_client, op: str) -> Case:
+    """The op's first registry example (a learnable op: its entry's params and the very
+    module that entry was exported from), inputs drawn as the registry describes them."""
+    if get_pool_spec(op).learnable:
+        model, stored = _entry(app_client, op)
+        module, params, sent = make_job(model, {}).module.eval(), stored, {}
+    else:
+        example = dict(get_pool_spec(op).examples[0])
+        model, module, sent = None, example_module(op, example), example
+        params = example
+    validated = parse_params(op, **params)
+    shape = example_shape(op, validated, (2, 3, 9, 8))
+    tensors = example_inputs(op, validated, shape, np.random.default_rng(0))
+    expected = torch_outputs(op, module, validated, tensors)[0]
+    return Case(json.loads(json.dumps(sent)), model, tensors, expected)
 
 
 def _npy(arr: np.ndarray) -> bytes:
@@ -120,13 +72,12 @@ def _json_tensor(arr: np.ndarray) -> dict[str, Any]:
     return {"shape": list(arr.shape), "dtype": arr.dtype.name, "data": arr.ravel().tolist()}
 
 
-def _send(client, op: str, form: str, tensors: dict[str, np.ndarray], accept: str | None = None):
-    params = {} if op in MODELS else CASES[op]
+def _send(client, op: str, form: str, case: Case, accept: str | None = None):
     headers = {"accept": accept} if accept else {}
-    model = MODELS.get(op)
+    x, params, model = case.tensors["x"], case.params, case.model
     if form == "json":
-        body: dict[str, Any] = {"op": op, "params": params, "tensor": _json_tensor(tensors["x"])}
-        body.update({k: _json_tensor(v) for k, v in tensors.items() if k != "x"})
+        body: dict[str, Any] = {"op": op, "params": params, "tensor": _json_tensor(x)}
+        body.update({k: _json_tensor(v) for k, v in case.tensors.items() if k != "x"})
         if model:
             body["model"] = model
         return client.post("/pool", json=body, headers=headers)
@@ -135,40 +86,41 @@ def _send(client, op: str, form: str, tensors: dict[str, np.ndarray], accept: st
         if model:
             query["model"] = model
         headers["content-type"] = NPY
-        return client.post("/pool", params=query, content=_npy(tensors["x"]), headers=headers)
-    files = {("tensor" if k == "x" else k): (f"{k}.npy", _npy(v), NPY) for k, v in tensors.items()}
+        return client.post("/pool", params=query, content=_npy(x), headers=headers)
+    files = {
+        ("tensor" if k == "x" else k): (f"{k}.npy", _npy(v), NPY) for k, v in case.tensors.items()
+    }
     data = {"op": op, "params": json.dumps(params)}
     if model:
         data["model"] = model
     return client.post("/pool", files=files, data=data, headers=headers)
 
 
-def _forms(op: str) -> list[str]:
+def _forms(case: Case) -> list[str]:
     """npy carries one tensor only: two-input ops use JSON and multipart."""
-    return ["json", "multipart"] if len(_inputs(op)) > 1 else ["json", "npy", "multipart"]
+    return ["json", "multipart"] if len(case.tensors) > 1 else ["json", "npy", "multipart"]
 
 
-@pytest.mark.parametrize("op", sorted(CASES))
+@pytest.mark.parametrize("op", list_pools())
 def test_pool_matches_torch_in_every_body_form(app_client, op: str) -> None:
-    tensors = _inputs(op)
-    expected = _reference(op, tensors)
-    for form in _forms(op):
-        r = _send(app_client, op, form, tensors)
+    case = _case(app_client, op)
+    for form in _forms(case):
+        r = _send(app_client, op, form, case)
         assert r.status_code == 200, (form, r.text)
         assert r.headers["x-poolserve-provider"] == "CPUExecutionProvider"
         body = r.json()
         assert body["op"] == op
         got = np.asarray(body["tensor"]["data"], dtype=np.float32).reshape(body["tensor"]["shape"])
-        assert got.shape == expected.shape, form
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-5, err_msg=form)
+        assert got.shape == case.expected.shape, form
+        np.testing.assert_allclose(got, case.expected, rtol=1e-4, atol=2e-5, err_msg=form)
 
 
 @pytest.mark.parametrize("op", ["max", "gem", "rmac", "bilinear2"])
 def test_npy_and_json_responses_agree(app_client, op: str) -> None:
-    tensors = _inputs(op)
-    form = _forms(op)[-1]
-    as_json = _send(app_client, op, form, tensors).json()["tensor"]
-    r = _send(app_client, op, form, tensors, accept=NPY)
+    case = _case(app_client, op)
+    form = _forms(case)[-1]
+    as_json = _send(app_client, op, form, case).json()["tensor"]
+    r = _send(app_client, op, form, case, accept=NPY)
     assert r.status_code == 200
     assert r.headers["content-type"] == NPY
     as_npy = np.load(io.BytesIO(r.content), allow_pickle=False)
@@ -178,7 +130,9 @@ def test_npy_and_json_responses_agree(app_client, op: str) -> None:
 
 
 def test_resolved_params_include_defaults(app_client) -> None:
-    r = _send(app_client, "max", "json", {"x": _x(1, 1, 4, 4)})
+    params = {"kernel_size": 2, "stride": 1, "padding": [0, 1, 0, 1]}
+    body = {"op": "max", "params": params, "tensor": _json_tensor(_x(1, 1, 4, 4))}
+    r = app_client.post("/pool", json=body)
     assert r.json()["params"] == {
         "kernel_size": [2, 2], "stride": [1, 1], "padding": [0, 1, 0, 1],
         "dilation": [1, 1], "ceil_mode": False, "return_indices": False,
