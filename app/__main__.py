@@ -1,12 +1,12 @@
-"""``python -m app``: serve with uvicorn, host/port/workers/log level from the settings."""
+"""``python -m app``: serve with uvicorn, host/port/workers/log level and the HTTP limits
+(header size, timeouts, connection cap) from the settings; see app/server.py."""
 
 from __future__ import annotations
 
 import logging
 
-import uvicorn
-
 from app.core.config import Settings
+from app.server import run, uvicorn_config
 
 
 def main() -> None:
@@ -14,14 +14,7 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG"
     )
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-    )
+    run(uvicorn_config(settings))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from app.api.routes.pool import openapi_components
 from app.core.config import Settings
 from app.core.errors import install_error_handlers
 from app.core.metrics import Metrics
-from app.core.middleware import BodyLimitMiddleware, MetricsMiddleware
+from app.core.middleware import BodyLimitMiddleware, HeadAsGetMiddleware, MetricsMiddleware
 from app.inference.batcher import DynamicBatcher
 from app.inference.descriptor import DescriptorEngine
 from app.inference.gate import InferenceGate
@@ -36,14 +36,17 @@ def load_services(settings: Settings, metrics: Metrics) -> Services:
     for name, loaded in models.items():
         metrics.provider.labels(name, loaded.provider).set(1)
     gate = InferenceGate(settings.max_concurrent_inferences, settings.max_waiting, metrics)
-    runner = Runner(models, gate, metrics, io_binding=settings.io_binding)
+    runner = Runner(
+        models, gate, metrics, io_binding=settings.io_binding,
+        deadline_s=settings.inference_deadline_s,
+    )  # fmt: skip
     if settings.batching:
         runner.batchers = {
             name: _batcher(settings, runner, metrics, name)
             for name, loaded in models.items()
             if loaded.preprocess is not None  # image models: /descriptor's path
         }
-    cache = GraphCache(settings.graph_cache_size, metrics)
+    cache = GraphCache(settings.graph_cache_bytes, metrics)
     pools = PoolEngine(settings, runner, cache, models)
     descriptors = DescriptorEngine(settings, runner, models, default)
     return Services(models, runner, pools, descriptors, default)
@@ -108,6 +111,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     _install_openapi(app)
     app.include_router(api_router)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=settings.max_body_bytes,
+        json_limit=settings.max_json_body_bytes,
+    )
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

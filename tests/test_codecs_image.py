@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 from app.codecs.errors import CodecError
-from app.codecs.image import decode_image
+from app.codecs.image import decode_image, image_size
 
 MAX = 1_000_000
 RNG = np.random.default_rng(0)
@@ -321,3 +321,208 @@ def test_message_never_echoes_the_bytes():
     with pytest.raises(CodecError) as info:
         decode_image(b"SECRET" * 100, MAX)
     assert "SECRET" not in str(info.value)
+
+
+# --- strict JPEG decoding ---------------------------------------------------------------
+
+
+def photo(width: int, height: int, seed: int) -> Image.Image:
+    """Smooth colour fields with grain: what JPEG is made for, and every DCT term busy."""
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8))
+    smooth = np.asarray(coarse.resize((width, height), Image.Resampling.BICUBIC), dtype=int)
+    grain = rng.integers(-12, 13, smooth.shape)
+    return Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8))
+
+
+def pillow_decode(data: bytes) -> np.ndarray:
+    """The reference: Pillow's own decode, turned upright, as RGB."""
+    return np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+
+
+def with_frame_size(data: bytes, width: int, height: int) -> bytes:
+    """The JPEG with its baseline frame header (SOF0) claiming another size."""
+    sof = data.index(b"\xff\xc0")
+    return data[: sof + 5] + struct.pack(">HH", height, width) + data[sof + 9 :]
+
+
+def test_truncated_jpeg_with_an_eoi_marker_is_bad_not_grey():
+    data = encode(photo(64, 48, 0), "JPEG", quality=90)
+    lying = data[: len(data) // 2] + b"\xff\xd9"
+    Image.open(io.BytesIO(lying)).load()  # the premise: Pillow alone pads it with grey
+    with refused("bad_image"):
+        decode_image(lying, MAX)
+
+
+def test_jpeg_header_claiming_more_pixels_than_its_data_is_refused():
+    data = with_frame_size(encode(photo(200, 150, 1), "JPEG", quality=90), 6000, 6000)
+    assert Image.open(io.BytesIO(data)).size == (6000, 6000)
+    with refused("bad_image"):  # under the limit: libjpeg runs out of data, never padded
+        decode_image(data, 40_000_000)
+    with refused("image_too_large", 413):  # over it: refused from the header
+        decode_image(data, MAX)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"quality": 95, "subsampling": 0},  # 4:4:4
+        {"quality": 75, "subsampling": 1},  # 4:2:2
+        {"quality": 50, "subsampling": 2},  # 4:2:0
+        {"quality": 85, "progressive": True},
+        {"quality": 85, "optimize": True},
+    ],
+)
+@pytest.mark.parametrize(("width", "height"), [(1, 1), (31, 17), (64, 48), (257, 130)])
+def test_jpeg_pixels_are_bit_identical_to_pillows_decode(kw, width, height):
+    for image in (photo(width, height, width), photo(width, height, height).convert("L")):
+        data = encode(image, "JPEG", **kw)
+        np.testing.assert_array_equal(pixels_of(decode_image(data, MAX)), pillow_decode(data))
+
+
+def test_grayscale_and_progressive_jpegs_decode():
+    grey = encode(photo(40, 30, 2).convert("L"), "JPEG", quality=95, progressive=True)
+    got = pixels_of(decode_image(grey, MAX))
+    assert got.shape == (30, 40, 3)
+    assert (got == got[..., :1]).all()  # R = G = B
+    np.testing.assert_array_equal(got[..., 0], np.asarray(Image.open(io.BytesIO(grey))))
+
+
+def test_cmyk_jpeg_is_bit_identical_to_pillows_decode():
+    cmyk = Image.fromarray(RNG.integers(0, 256, (21, 34, 4), dtype=np.uint8), mode="CMYK")
+    data = encode(cmyk, "JPEG", quality=90)
+    np.testing.assert_array_equal(pixels_of(decode_image(data, MAX)), pillow_decode(data))
+
+
+def test_jpeg_layout_libjpeg_turbo_cannot_name_is_refused_not_a_crash():
+    # CMYK with its first channel subsampled: Pillow decodes it, TurboJPEG's API refuses it
+    cmyk = Image.fromarray(RNG.integers(0, 256, (16, 16, 4), dtype=np.uint8), mode="CMYK")
+    data = encode(cmyk, "JPEG", subsampling=2)
+    Image.open(io.BytesIO(data)).load()
+    with refused("bad_image"):
+        decode_image(data, MAX)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_on_jpeg_matches_pillows_exif_transpose(orientation):
+    data = with_orientation(photo(30, 20, 3), "JPEG", orientation, quality=90)
+    np.testing.assert_array_equal(pixels_of(decode_image(data, MAX)), pillow_decode(data))
+
+
+def pillow_draft(data: bytes, need: tuple[int, int]) -> np.ndarray:
+    """Pillow's draft decode (``need`` in stored axes), then turned upright."""
+    image = Image.open(io.BytesIO(data))
+    image.draft(image.mode, need)
+    return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+@pytest.mark.parametrize("divisor", [1.5, 2, 3, 5, 9])
+@pytest.mark.parametrize(("width", "height"), [(8, 8), (23, 9), (161, 97)])
+def test_jpeg_draft_is_bit_identical_to_pillows_draft(orientation, divisor, width, height):
+    """Stored width x height; with orientation 6 the upright image is height x width."""
+    data = with_orientation(photo(width, height, 4), "JPEG", orientation, quality=90)
+
+    def need(w, h):  # what the caller needs of the upright w x h image
+        return max(1, int(w / divisor)), max(1, int(h / divisor))
+
+    upright = (height, width) if orientation == 6 else (width, height)
+    need_w, need_h = need(*upright)
+    stored_need = (need_h, need_w) if orientation == 6 else (need_w, need_h)
+    got = pixels_of(decode_image(data, MAX, draft=need))
+    np.testing.assert_array_equal(got, pillow_draft(data, stored_need))
+    assert got.shape[0] >= need_h  # never below what was asked
+    assert got.shape[1] >= need_w
+
+
+def test_tiny_jpeg_is_never_reduced():
+    data = encode(photo(6, 6, 5), "JPEG", quality=90)
+    np.testing.assert_array_equal(
+        pixels_of(decode_image(data, MAX, draft=lambda w, h: (1, 1))), pillow_decode(data)
+    )
+
+
+def test_multi_picture_jpeg_gives_the_first_picture():
+    first, second = photo(24, 16, 6), photo(24, 16, 7)
+    data = encode(first, "MPO", save_all=True, append_images=[second], quality=90)
+    np.testing.assert_array_equal(pixels_of(decode_image(data, MAX)), pillow_decode(data))
+
+
+# --- image_size -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "kw"), [("JPEG", {"quality": 90}), ("PNG", {}), ("WEBP", {"lossless": True})]
+)
+@pytest.mark.parametrize("orientation", [1, 6, 3, 8])
+def test_image_size_is_the_decoded_size(fmt, kw, orientation):
+    data = with_orientation(Image.fromarray(PIXELS), fmt, orientation, **kw)
+    turned = orientation in (6, 8)
+    assert image_size(data, MAX) == ((20, 30) if turned else (30, 20))  # stored 30 x 20
+    assert image_size(data, MAX) == decode_image(data, MAX).size
+
+
+def png_with_chunk_before_iend(png: bytes, kind: bytes, payload: bytes) -> bytes:
+    assert png.endswith(png_chunk(b"IEND", b""))
+    return png[:-12] + png_chunk(kind, payload) + png[-12:]
+
+
+def exif_payload(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()[len(b"Exif\x00\x00") :]  # the eXIf chunk holds the TIFF part only
+
+
+XMP_6 = b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload"),
+    [
+        (b"eXIf", exif_payload(6)),
+        (b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + XMP_6),  # uncompressed, no lang
+    ],
+)
+def test_image_size_reads_png_orientation_written_after_the_pixels(kind, payload):
+    data = png_with_chunk_before_iend(encode(Image.fromarray(PIXELS), "PNG"), kind, payload)
+    assert decode_image(data, MAX).size == (20, 30)  # Pillow honours the late metadata
+    assert image_size(data, MAX) == (20, 30)
+
+
+def test_image_size_reads_the_header_only():
+    # pixel data that cannot decode: only a decode would notice
+    broken = raw_png(4000, 3000, 8, 2, rows=bytes(64))
+    with refused("bad_image"):
+        decode_image(broken, 20_000_000)
+    tracemalloc.start()
+    try:
+        assert image_size(broken, 20_000_000) == (4000, 3000)
+        late_text = png_with_chunk_before_iend(broken, b"tEXt", b"Comment\x00hello")
+        assert image_size(late_text, 20_000_000) == (4000, 3000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000  # bytes, against 36 MB of pixels
+    # the one exception: orientation metadata after the pixels is read the way Pillow
+    # reads it, by decoding, so this one fails as its decode does
+    late_exif = png_with_chunk_before_iend(broken, b"eXIf", exif_payload(6))
+    with refused("bad_image"):
+        image_size(late_exif, 20_000_000)
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "status"),
+    [
+        (encode(Image.fromarray(PIXELS), "GIF"), "unsupported_media", 415),
+        (b"hello, world", "bad_image", 415),
+        (b"\xff\xd8\xff", "bad_image", 415),
+        (raw_png(0, 4, 8, 2), "bad_image", 415),
+        (raw_png(100000, 100000, 8, 2), "image_too_large", 413),
+        (encode(Image.fromarray(PIXELS), "PNG"), "image_too_large", 413),  # 600 > 599
+    ],
+)
+def test_image_size_errors_are_decode_images(data, code, status):
+    with refused(code, status):
+        decode_image(data, 599)
+    with refused(code, status):
+        image_size(data, 599)

@@ -126,6 +126,25 @@ def test_other_dtypes_are_refused(dtype):
         parse_npy(npy(np.zeros(2, dtype=dtype)), LIMITS)
 
 
+@pytest.mark.parametrize("descr", ["<f1", "=f1", "<b2", "<b4", "<b8", "|b2", ">f1", "|f1", ">b8"])
+def test_descr_that_numpy_has_no_dtype_for_is_bad_npy(descr):
+    with pytest.raises(TypeError):  # the premise: np.dtype itself cannot take it
+        np.dtype(descr)
+    every = ("float16", "float32", "float64", "int8", "uint8", "bool")  # nothing refused by name
+    data = forged(f"{{'descr': '{descr}', 'fortran_order': False, 'shape': (2,)}}", bytes(16))
+    with refused("bad_npy"):
+        parse_npy(data, LIMITS, allowed=every)
+
+
+@pytest.mark.parametrize("descr", ["|b1", "<u2", ">i4", "=f8", "|i1", ">u8"])
+def test_every_other_kind_and_size_reads_as_np_load_does(descr):
+    arr = (np.arange(6) % 2).astype(descr).reshape(2, 3)
+    data = npy(arr)
+    got = parse_npy(data, LIMITS, allowed=(arr.dtype.name,))
+    np.testing.assert_array_equal(got, np.load(io.BytesIO(data)))
+    assert got.dtype == np.load(io.BytesIO(data)).dtype.newbyteorder("=")
+
+
 def test_truncated_and_padded_bodies_are_refused():
     data = npy(np.ones((3, 4), np.float32))
     for bad in (data[:-1], data[:-48], data + b"\x00", data + bytes(48)):

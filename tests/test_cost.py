@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from export.runtime.cost import estimate
-from export.runtime.graph import build_pool_graph
+from export.runtime.graph import build_lowered_graph, build_pool_graph
 from export.runtime.lowering import Lowering, lowerings_for
 from export.runtime.sessions import create_session
 from models.pooling import get_pool_spec, list_pools, parse_params
@@ -84,3 +86,25 @@ def test_peak_bytes_and_outputs_match_a_run(op: str, kind: str, index: int) -> N
         measured = measured_peak_bytes(model, feeds)
         ratio = cost.peak_bytes / measured
         assert 1 / PEAK_FACTOR <= ratio <= PEAK_FACTOR, (x_shape, cost.peak_bytes, measured)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    op=st.sampled_from(["max", "avg", "lp", "median", "softpool", "mixed", "stochastic"]),
+    k=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    s=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    ceil=st.booleans(),
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 8), st.integers(12, 40), st.integers(12, 40)),
+)
+def test_an_admitted_window_op_never_needs_more_than_the_stated_factor(
+    op: str, k: tuple[int, int], s: tuple[int, int], ceil: bool, shape: tuple[int, ...]
+) -> None:
+    """What admission control relies on: the measured peak of a run is at most
+    ``PEAK_FACTOR`` times the estimate it was admitted on, for any window params."""
+    extra = {"norm_type": 2.0} if op == "lp" else {}
+    params = parse_params(op, kernel_size=k, stride=s, ceil_mode=ceil, **extra)
+    lowering = next(lw for lw in lowerings_for(op) if lw.refusal(params, "float32") is None)
+    feeds = example_inputs(op, params, shape, np.random.default_rng(2))
+    cost = estimate(lowering, params, [shape], "float32")
+    measured = measured_peak_bytes(build_lowered_graph(lowering, params), feeds)
+    assert measured <= PEAK_FACTOR * cost.peak_bytes, (cost.peak_bytes, measured)

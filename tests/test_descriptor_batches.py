@@ -39,7 +39,8 @@ def loaded_model(policy: InputPolicy) -> Any:
     """What the engine reads from a LoadedModel: name, preprocessor and min_hw."""
     as_dict = json.loads(json.dumps(dataclasses.asdict(policy)))
     entry = SimpleNamespace(min_hw=8)
-    return SimpleNamespace(name="m", entry=entry, preprocess=Preprocessor.from_dict(as_dict))
+    preprocess = Preprocessor.from_dict(as_dict)
+    return SimpleNamespace(name="m", entry=entry, preprocess=preprocess, cost=None)
 
 
 def reference(policy: InputPolicy, blob: bytes) -> np.ndarray:
@@ -56,7 +57,7 @@ class RecordingRunner:
     async def on_worker(self, fn: Any) -> Any:
         return fn()
 
-    async def run_model(self, model: str, rows: np.ndarray) -> np.ndarray:
+    async def run_model(self, model: str, rows: np.ndarray, control: Any = None) -> np.ndarray:
         self.batches.append(rows.copy())
         return np.asarray(rows.reshape(len(rows), -1).sum(axis=1, keepdims=True))
 

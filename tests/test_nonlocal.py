@@ -62,7 +62,7 @@ def test_train_step_matches_reference(size, c, o, squeeze) -> None:
 
 def test_functional_form_takes_the_state_dict() -> None:
     ref = nonlocal_reference((8, 8), 3, 6).eval()
-    p = NonLocalParams(in_size=8, in_channels=3, out_channels=6)
+    p = NonLocalParams.model_validate({"in_size": 8, "in_channels": 3, "out_channels": 6})
     x = torch.randn(2, 3, 8, 8)
     torch.testing.assert_close(nonlocal_pool(x, ref.state_dict(), p), ref(x))
     weights = dict(ref.state_dict())

@@ -57,7 +57,7 @@ def test_spp_is_channel_major_and_keeps_level_order() -> None:
         (dict(levels=[2, -1]), "every level must be > 0"),
         (dict(mode="min"), "mode"),
         (dict(levels="abc"), "levels"),
-        (dict(bins=3), "bins"),
+        (dict(bins=3), r"unknown field\(s\) \(not echoed\).*levels"),
     ],
 )
 def test_spp_bad_params(kw: dict, fragment: str) -> None:

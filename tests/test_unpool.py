@@ -115,7 +115,7 @@ def test_bad_indices() -> None:
         (dict(kernel_size=2, stride=0), "stride"),
         (dict(kernel_size=3, padding=2), "at most half"),
         (dict(kernel_size=2, output_size=0), "output_size"),
-        (dict(kernel_size=2, bogus=1), "bogus"),
+        (dict(kernel_size=2, bogus=1), r"unknown field\(s\) \(not echoed\)"),
     ],
 )
 def test_bad_params(kw: dict, fragment: str) -> None:

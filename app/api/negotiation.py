@@ -1,32 +1,112 @@
-"""Request and response formats shared by the routes: media types, npy replies."""
+"""Request and response formats shared by the routes: media types, ``Accept`` with its
+q-values, npy and JSON replies (large JSON encoded off the event loop), finite outputs.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+import anyio.to_thread
 import numpy as np
+import orjson
 from fastapi import Request, Response
 
 from app.codecs.tensor import check_finite, encode_npy
-from app.core.errors import ApiError, ErrorCode, log
+from app.core.errors import ApiError, ErrorCode
 
 NPY = "application/x-npy"
+JSON = "application/json"
+REPLY_TYPES = (JSON, NPY)
+"""What a route can answer, JSON first: it is the reply when the client does not say."""
+OFF_LOOP_ELEMENTS = 65_536
+"""Replies with more array elements than this are encoded on a worker thread."""
 
 
 def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+def _ranges(accept: str) -> list[tuple[str, float]]:
+    """``Accept``'s media ranges and their q-values (a malformed q counts as 0)."""
+    ranges = []
+    for item in accept.split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0
+        if media:
+            ranges.append((media.lower(), q))
+    return ranges
+
+
+def _quality(offer: str, ranges: Sequence[tuple[str, float]]) -> float:
+    """The q of the most specific range that matches ``offer`` (RFC 9110 12.5.1)."""
+    kind = offer.split("/")[0]
+    for pattern in (offer, f"{kind}/*", "*/*"):
+        matches = [q for media, q in ranges if media == pattern]
+        if matches:
+            return max(matches)
+    return 0.0
+
+
+def reply_type(request: Request, offers: Sequence[str] = REPLY_TYPES) -> str:
+    """The offer the client prefers; 406 when it accepts none of them."""
+    accept = request.headers.get("accept", "").strip()
+    if not accept:
+        return offers[0]
+    ranges = _ranges(accept)
+    best = max(offers, key=lambda offer: _quality(offer, ranges))  # ties: the first offer
+    if _quality(best, ranges) <= 0:
+        raise ApiError(
+            ErrorCode.NOT_ACCEPTABLE, f"this route answers {', '.join(offers)}; Accept allows none"
+        )
+    return best
+
+
 def wants_npy(request: Request) -> bool:
-    return NPY in request.headers.get("accept", "").lower()
+    return reply_type(request) == NPY
 
 
 def npy_response(arr: np.ndarray, headers: dict[str, str]) -> Response:
     return Response(encode_npy(arr), media_type=NPY, headers=headers)
 
 
+async def json_response(body: dict[str, Any], headers: dict[str, str], elements: int) -> Response:
+    """``body`` as JSON (numpy arrays written directly); a large one is encoded on a worker
+    thread, so the event loop keeps answering everyone else."""
+    if elements > OFF_LOOP_ELEMENTS:
+        content = await anyio.to_thread.run_sync(_dumps, body)
+    else:
+        content = _dumps(body)
+    return Response(content, media_type=JSON, headers=headers)
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def json_tensor(arr: np.ndarray) -> dict[str, Any]:
+    """``{"shape", "dtype", "data"}`` with ``data`` the array itself, flat in C order: orjson
+    writes it without a Python list in between. Check finiteness first: strict JSON has no
+    NaN or Infinity."""
+    data = np.ascontiguousarray(arr).ravel()
+    return {"shape": list(arr.shape), "dtype": arr.dtype.name, "data": data}
+
+
 def check_output(arr: np.ndarray, what: str) -> None:
-    """Our own output must be finite: JSON has no NaN, and NaN here is a fault."""
+    """Finite input can still overflow (a float32 sum past 3.4e38, x**p with a huge p):
+    that is the request's doing, and JSON has no NaN; refuse it."""
     try:
         check_finite(arr)
-    except ValueError:
-        log.error("%s produced non-finite values from finite input", what)
-        raise ApiError(ErrorCode.INTERNAL, "internal server error") from None
+    except ApiError:
+        raise ApiError(
+            ErrorCode.NON_FINITE_RESULT,
+            f"{what} overflows for this input (NaN or infinite values in the result); "
+            "scale the input or change the params",
+        ) from None

@@ -43,6 +43,9 @@ MAX_HEADER_BYTES = 10_000  # numpy's own default max_header_size
 _HEADER_KEYS = {"descr", "fortran_order", "shape"}
 # byte order, kind, item size: the only descr strings we turn into a dtype
 _SIMPLE_DESCR = re.compile(r"[<>|=]([fiub])([1248])")
+# The item sizes numpy has for each kind: ``np.dtype`` raises TypeError on the rest of the
+# pattern (f1, b2, b4, b8), so those are refused before it is called.
+_ITEM_SIZES = {"f": "248", "i": "1248", "u": "1248", "b": "1"}
 _INT64 = np.iinfo(np.int64)
 
 
@@ -114,7 +117,10 @@ def _npy_dtype(descr: object, allowed: Sequence[str]) -> np.dtype[Any]:
             f"the .npy dtype is not accepted; send one of {', '.join(allowed)}",
             ErrorCode.UNSUPPORTED_DTYPE,
         )
-    dtype = np.dtype(descr)  # safe: only [<>|=][fiub][1248] reaches here
+    kind, size = match.groups()
+    if size not in _ITEM_SIZES[kind]:
+        raise _bad("the .npy header's descr is not a numpy dtype")
+    dtype = np.dtype(descr)  # safe: only the dtypes of _ITEM_SIZES reach here
     _check_dtype(dtype.name, allowed)
     return dtype
 

@@ -96,12 +96,50 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         256 * MiB, ge=1, description="Largest request body, counted on the stream (413 above)."
     )
+    max_json_body_bytes: int = Field(
+        32 * MiB,
+        ge=1,
+        description="Largest JSON request body, counted on the stream before it is parsed "
+        "(a JSON tensor of max_json_tensor_elements takes about 20 MB).",
+    )
     max_image_pixels: int = Field(
         40_000_000,
         ge=1,
         description="Largest image (width x height), checked from the header before decoding.",
     )
     max_images: int = Field(32, ge=1, description="Most images in one /descriptor request.")
+    max_request_pixels: int = Field(
+        64_000_000,
+        ge=1,
+        description="Most pixels of all the images in one /descriptor request, from their "
+        "headers before decoding (413 too_expensive).",
+    )
+    max_model_pixels: int = Field(
+        4_000_000,
+        ge=1,
+        description="Resolution cap: most pixels one image may have after the model's "
+        "preprocessing (it binds models that keep the input resolution); the compute and "
+        "memory budgets may cap a model lower. 413 too_expensive, or scaled down for the "
+        "downscale_models.",
+    )
+    downscale_models: StrList = Field(
+        default_factory=list,
+        description="Models whose images over their resolution cap are scaled down to it "
+        "(aspect kept) instead of refused; the descriptor then describes a coarser image.",
+    )
+    max_descriptor_gflops: float = Field(
+        200.0,
+        gt=0,
+        description="Estimated compute of one /descriptor request (its images' pixels times "
+        "the model's FLOPs per pixel, read from its ONNX graph); about 1.1 s on 2 CPU cores "
+        "per 200. 413 too_expensive above. Raise on a GPU host.",
+    )
+    max_descriptor_memory_bytes: int = Field(
+        1024 * MiB,
+        ge=1,
+        description="Estimated activation memory of one /descriptor request (pixels times the "
+        "model's peak bytes per pixel); 413 too_expensive above.",
+    )
     max_tensor_elements: int = Field(
         33_554_432, ge=1, description="Most elements in one .npy tensor (and in a /pool result)."
     )
@@ -109,6 +147,39 @@ class Settings(BaseSettings):
         1_048_576, ge=1, description="Most elements in one JSON tensor."
     )
     max_tensor_rank: int = Field(4, ge=1, description="Most dims in one tensor.")
+    max_pool_work: int = Field(
+        500_000_000,
+        ge=1,
+        description="Estimated elementary operations of one /pool request (about 0.25 to 1.6 s "
+        "per 1e9 on one CPU core, by op); 413 too_expensive above. Raise on a GPU host.",
+    )
+    max_pool_memory_bytes: int = Field(
+        1024 * MiB,
+        ge=1,
+        description="Estimated peak memory of one /pool run (its tensors, the input excluded); "
+        "413 too_expensive above.",
+    )
+    max_graph_nodes: int = Field(
+        3000,
+        ge=1,
+        description="Largest ONNX graph one /pool request may build (building takes about "
+        "0.5 ms per node); 413 too_expensive above.",
+    )
+    max_result_bytes: int = Field(
+        256 * MiB, ge=1, description="Largest /pool result; 413 output_too_large above."
+    )
+    max_json_result_elements: int = Field(
+        1_048_576,
+        ge=1,
+        description="Most elements a JSON reply carries; larger results need "
+        "Accept: application/x-npy (413 output_too_large).",
+    )
+    inference_deadline_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest one inference may run; past it onnxruntime is told to stop, its "
+        "slot is freed and the answer is 504 deadline_exceeded.",
+    )
     max_concurrent_inferences: int = Field(
         4, ge=1, description="Inferences running at once (each on a worker thread)."
     )
@@ -135,8 +206,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Requests waiting per model to be batched; beyond it 503 with Retry-After.",
     )
-    graph_cache_size: int = Field(
-        64, ge=1, description="Built /pool graphs kept as sessions (least recently used out)."
+    graph_cache_bytes: int = Field(
+        256 * MiB,
+        ge=1,
+        description="Bytes of built /pool graphs kept as sessions, by their model size plus "
+        "their estimated peak (least recently used out).",
     )
     pool_prefer: Literal["standard", "custom"] = Field(
         "standard",
@@ -145,11 +219,26 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `python -m app` binds.")
     port: int = Field(8000, ge=0, le=65535, description="Port `python -m app` binds.")
     workers: int = Field(1, ge=1, description="uvicorn worker processes.")
+    max_connections: int = Field(
+        256, ge=1, description="Connections served at once; beyond it 503 (uvicorn)."
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request line plus headers; 431 above."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Time a client has to send its request line and headers."
+    )
+    body_timeout_s: float = Field(
+        120.0, gt=0, description="Time a client has to send the whole request body."
+    )
+    keepalive_timeout_s: float = Field(
+        5.0, gt=0, description="How long an idle keep-alive connection is kept open."
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
         "info", description="uvicorn and service log level."
     )
 
-    @field_validator("models", "providers", mode="before")
+    @field_validator("models", "providers", "downscale_models", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)

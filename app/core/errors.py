@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from models.pooling.errors import describe_validation_errors
 
@@ -49,7 +50,18 @@ class ErrorCode(StrEnum):
     TENSOR_TOO_LARGE = "tensor_too_large", 413, "a tensor over max_tensor_elements"
     IMAGE_TOO_LARGE = "image_too_large", 413, "an image over max_image_pixels (from its header)"
     TOO_MANY_IMAGES = "too_many_images", 413, "more than max_images in one request"
-    OUTPUT_TOO_LARGE = "output_too_large", 413, "the op's result or working memory is over a limit"
+    OUTPUT_TOO_LARGE = (
+        "output_too_large",
+        413,
+        "the result is over max_result_bytes, or JSON over max_json_result_elements",
+    )
+    TOO_EXPENSIVE = (
+        "too_expensive",
+        413,
+        "estimated compute, memory or graph size over a budget (the message names the setting)",
+    )
+    HEADERS_TOO_LARGE = "headers_too_large", 431, "request line and headers over max_header_bytes"
+    REQUEST_TIMEOUT = "request_timeout", 408, "headers or body not received within their timeout"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type", 415, "a Content-Type the route does not take"
     UNSUPPORTED_MEDIA = "unsupported_media", 415, "an image format other than JPEG, PNG, WebP"
     BAD_IMAGE = "bad_image", 415, "a corrupt or truncated image"
@@ -74,12 +86,24 @@ class ErrorCode(StrEnum):
     SHAPE_MISMATCH = "shape_mismatch", 422, "data that does not fill the declared shape"
     BAD_VALUE = "bad_value", 422, "a value that is not a number of the dtype"
     NON_FINITE = "non_finite", 422, "NaN or infinite input values"
+    NON_FINITE_RESULT = (
+        "non_finite_result",
+        422,
+        "finite input whose result overflows (NaN or infinite)",
+    )
+    DUPLICATE_PART = "duplicate_part", 422, "a multipart field sent twice"
     MISSING_IMAGES = "missing_images", 422, "no images in the images field"
     IMAGE_TOO_SMALL = "image_too_small", 422, "an image smaller than the model's minimum"
     INTERNAL = "internal", 500, "an unexpected fault (logged; no details returned)"
     NOT_READY = "not_ready", 503, "models still loading (Retry-After)"
     OVERLOADED = "overloaded", 503, "every slot and queue place taken (Retry-After)"
     UNAVAILABLE = "unavailable", 503, "the framework's own 503"
+    CANCELLED = "cancelled", 503, "the run was stopped because its client went away"
+    DEADLINE_EXCEEDED = (
+        "deadline_exceeded",
+        504,
+        "the run passed inference_deadline_s and was stopped",
+    )
     HTTP_ERROR = "http_error", 400, "any other framework error (its own status)"
 
 
@@ -132,7 +156,8 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         415: "Unsupported or corrupt media.",
         422: "Invalid parameters, tensor or values (non_finite for NaN/Inf).",
         500: "Unexpected fault (logged; no details returned).",
-        503: "Not ready, or overloaded (with Retry-After).",
+        503: "Not ready, overloaded (with Retry-After), or cancelled.",
+        504: "The run passed inference_deadline_s and was stopped.",
     }
     return {s: {"model": ErrorBody, "description": described[s]} for s in statuses}
 
@@ -159,13 +184,27 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return envelope(422, ErrorCode.VALIDATION_ERROR, message)
 
 
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    """The client left before its body arrived: nobody reads the answer, nothing broke."""
+    log.info("client gone during %s %s", request.method, request.url.path)
+    return envelope(
+        ErrorCode.CANCELLED.status,
+        ErrorCode.CANCELLED,
+        "the client went away",
+        {"Connection": "close"},
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return envelope(500, ErrorCode.INTERNAL, "internal server error")
+    # the connection's state is unknown after a fault: end it cleanly, say so to the client
+    headers = {"Connection": "close"}
+    return envelope(500, ErrorCode.INTERNAL, "internal server error", headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)

@@ -77,6 +77,9 @@ class Metrics:
         self.cache_entries = Gauge(
             "poolserve_graph_cache_entries", "/pool graphs held in the cache", registry=r
         )
+        self.cache_bytes = Gauge(
+            "poolserve_graph_cache_bytes", "/pool graph-cache weight in bytes", registry=r
+        )
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         labels = (endpoint, method, str(status))

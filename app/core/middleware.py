@@ -1,7 +1,8 @@
-"""Pure ASGI middleware: the request-body limit and the request metrics.
+"""Pure ASGI middleware: the request-body limit, HEAD on GET routes, the request metrics.
 
 The body limit counts bytes as they arrive, so a missing, small or lying Content-Length
-does not matter; an honest Content-Length over the limit is refused before reading.
+does not matter; an honest Content-Length over the limit is refused before reading. A JSON
+body has its own, smaller limit: it is parsed whole, so it must be refused on the stream.
 """
 
 from __future__ import annotations
@@ -27,20 +28,28 @@ async def _send_error(send: Send, error: ApiError) -> None:
 
 
 class BodyLimitMiddleware:
-    """413 ``body_too_large`` once more than ``limit`` body bytes arrive."""
+    """413 ``body_too_large`` once more than ``limit`` body bytes arrive (``json_limit``
+    for a JSON body)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, json_limit: int | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.json_limit = json_limit or limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _send_error(send, _too_large(self.limit))
+        headers = dict(scope.get("headers", []))
+        is_json = headers.get(b"content-type", b"").split(b";")[0].strip() == b"application/json"
+        limit = self.json_limit if is_json else self.limit
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _send_error(send, _too_large(limit))
             return
+        await self._counted(scope, receive, send, limit)
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         received = 0
         started = False
 
@@ -49,8 +58,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise _too_large(self.limit)
+                if received > limit:
+                    raise _too_large(limit)
             return message
 
         async def tracked_send(message: Message) -> None:
@@ -64,6 +73,25 @@ class BodyLimitMiddleware:
             if started or exc.code != ErrorCode.BODY_TOO_LARGE:
                 raise
             await _send_error(send, exc)
+
+
+class HeadAsGetMiddleware:
+    """HEAD on any route answers as GET would, without the body (RFC 9110 9.3.2)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 class MetricsMiddleware:

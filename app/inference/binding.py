@@ -21,6 +21,7 @@ def run_with_binding(
     feeds: Mapping[str, np.ndarray],
     device: str = "cuda",
     device_id: int = 0,
+    options: ort.RunOptions | None = None,
 ) -> list[np.ndarray]:
     """Every output of one run, inputs bound from host, outputs on ``device``."""
     binding = session.io_binding()
@@ -28,7 +29,7 @@ def run_with_binding(
         binding.bind_cpu_input(name, np.ascontiguousarray(array))
     for output in session.get_outputs():
         binding.bind_output(output.name, device, device_id)
-    session.run_with_iobinding(binding)
+    session.run_with_iobinding(binding, options)
     return list(binding.copy_outputs_to_cpu())
 
 
@@ -39,10 +40,13 @@ def binds(session: ort.InferenceSession, io_binding: bool) -> bool:
 
 
 def run_bound_or_plain(
-    session: ort.InferenceSession, feeds: Mapping[str, np.ndarray], io_binding: bool
+    session: ort.InferenceSession,
+    feeds: Mapping[str, np.ndarray],
+    io_binding: bool,
+    options: ort.RunOptions | None = None,
 ) -> list[np.ndarray]:
     """One run, bound on the session's GPU when ``binds``, else a plain ``session.run``."""
     if binds(session, io_binding):
         device_id = int(session.get_provider_options()[CUDA].get("device_id", 0))
-        return run_with_binding(session, feeds, "cuda", device_id)
-    return list(session.run(None, dict(feeds)))
+        return run_with_binding(session, feeds, "cuda", device_id, options)
+    return list(session.run(None, dict(feeds), options))

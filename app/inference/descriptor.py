@@ -13,12 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from app.codecs.image import decode_image
+from app.codecs.image import decode_image, image_size
 from app.codecs.preprocess import Preprocessor
 from app.core.config import Settings
 from app.core.errors import ApiError, ErrorCode
+from app.inference.deadline import RunControl
+from app.inference.descriptor_budget import plan_images
 from app.inference.runner import Runner
 from app.inference.sessions import LoadedModel
+from models.input_policy import RESAMPLE
 
 Batch = tuple[list[int], np.ndarray]
 """The request-order indices of a batch's rows, and the (n, 3, H, W) rows."""
@@ -55,14 +58,18 @@ class DescriptorEngine:
             )
         return loaded
 
-    async def describe(self, model: str | None, blobs: list[bytes]) -> Described:
-        """The descriptors of ``blobs`` (at least one image) with ``model``."""
+    async def describe(
+        self, model: str | None, blobs: list[bytes], control: RunControl | None = None
+    ) -> Described:
+        """The descriptors of ``blobs`` (at least one image) with ``model``; ``control``
+        stops the runs when the client goes."""
         loaded = self.image_model(model)
         batches = await self.runner.on_worker(lambda: self._prepare(loaded, blobs))
-        return Described(loaded, await self._run(loaded, batches))
+        return Described(loaded, await self._run(loaded, batches, control))
 
     def _prepare(self, loaded: LoadedModel, blobs: list[bytes]) -> list[Batch]:
-        """Decode and preprocess every image into model batches.
+        """Price the request from the headers, then decode and preprocess every image into
+        model batches.
 
         A model with a fixed input size gets one (n, 3, H, W) array that each image is
         written straight into (no per-image tensor, no stacking copy); otherwise images are
@@ -70,11 +77,15 @@ class DescriptorEngine:
         """
         preprocess = loaded.preprocess
         assert preprocess is not None  # image_model guarantees an image model
+        sizes = [image_size(blob, self.settings.max_image_pixels) for blob in blobs]
+        plans = plan_images(loaded, sizes, self.settings)
         if preprocess.fixed_hw is not None:
             return [(list(range(len(blobs))), self._fixed_batch(loaded, preprocess, blobs))]
         groups: dict[tuple[int, ...], tuple[list[int], list[np.ndarray]]] = {}
-        for i, blob in enumerate(blobs):
+        for i, (blob, plan) in enumerate(zip(blobs, plans, strict=True)):
             image = self._decode(preprocess, blob)
+            if plan.resize_to is not None:
+                image = image.resize(plan.resize_to, RESAMPLE[preprocess.policy.interpolation])
             _check_size(loaded, preprocess.output_hw(*image.size))
             x = preprocess(image)
             indices, tensors = groups.setdefault(x.shape, ([], []))
@@ -96,15 +107,17 @@ class DescriptorEngine:
         draft = preprocess.policy.resized_size if self.settings.jpeg_draft else None
         return decode_image(blob, self.settings.max_image_pixels, draft)
 
-    async def _run(self, loaded: LoadedModel, batches: list[Batch]) -> np.ndarray:
+    async def _run(
+        self, loaded: LoadedModel, batches: list[Batch], control: RunControl | None
+    ) -> np.ndarray:
         """Run each batch; rows back in request order, float32."""
         if len(batches) == 1:
-            out = await self.runner.run_model(loaded.name, batches[0][1])
+            out = await self.runner.run_model(loaded.name, batches[0][1], control)
             return out.astype(np.float32, copy=False)
         count = sum(len(indices) for indices, _ in batches)
         result: np.ndarray | None = None
         for indices, batch in batches:
-            out = await self.runner.run_model(loaded.name, batch)
+            out = await self.runner.run_model(loaded.name, batch, control)
             if result is None:
                 result = np.empty((count, *out.shape[1:]), dtype=np.float32)
             result[indices] = out

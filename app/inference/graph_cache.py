@@ -1,7 +1,10 @@
-"""Bounded LRU of built /pool graphs, each kept as an onnxruntime session.
+"""Bounded LRU of built /pool graphs, each kept as an onnxruntime session, weighed in bytes.
 
 The key is everything the graph depends on: (op, lowering kind, validated params, dtype,
-static H/W). Validated params are frozen pydantic models, so they hash by value.
+static H/W). Validated params are frozen pydantic models, so they hash by value. An entry
+weighs its serialized model (weights included) plus a fixed per-session allowance: its runs
+shrink the CPU arena back after each run (``Runner.run_session(shrink_arena=True)``), so a
+cached session does not keep its peak resident (measured in docs/throughput.md).
 """
 
 from __future__ import annotations
@@ -15,23 +18,36 @@ import onnxruntime as ort
 
 from app.core.metrics import Metrics
 
+SESSION_BYTES = 1 << 20
+"""What one idle onnxruntime session holds besides its model (kernels, plans), about."""
+
 
 @dataclass(frozen=True)
 class PoolGraph:
     session: ort.InferenceSession
     providers: tuple[str, ...]
     input_names: tuple[str, ...]
+    model_bytes: int
+
+    @property
+    def weight(self) -> int:
+        return self.model_bytes + SESSION_BYTES
 
 
 class GraphCache:
-    def __init__(self, size: int, metrics: Metrics) -> None:
-        self._size = size
+    def __init__(self, max_bytes: int, metrics: Metrics) -> None:
+        self._max_bytes = max_bytes
         self._items: OrderedDict[Hashable, PoolGraph] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
         self._metrics = metrics
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
 
     def get_or_build(self, key: Hashable, build: Callable[[], PoolGraph]) -> PoolGraph:
         """The cached graph for ``key``, building (outside the lock) on a miss."""
@@ -44,9 +60,17 @@ class GraphCache:
         self._metrics.cache_misses.inc()
         graph = build()  # two threads may build the same key once each; both are correct
         with self._lock:
-            self._items[key] = graph
-            self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-            self._metrics.cache_entries.set(len(self._items))
+            self._store(key, graph)
         return graph
+
+    def _store(self, key: Hashable, graph: PoolGraph) -> None:
+        """Add ``graph`` and evict the least recently used until the cache fits (the newest
+        entry stays even when it alone is over: the run that built it still needs it)."""
+        old = self._items.pop(key, None)
+        self._bytes += graph.weight - (old.weight if old else 0)
+        self._items[key] = graph
+        while self._bytes > self._max_bytes and len(self._items) > 1:
+            _, evicted = self._items.popitem(last=False)
+            self._bytes -= evicted.weight
+        self._metrics.cache_entries.set(len(self._items))
+        self._metrics.cache_bytes.set(self._bytes)

@@ -18,11 +18,13 @@ import numpy as np
 
 from app.core.config import Settings
 from app.core.errors import ApiError, ErrorCode
+from app.inference.deadline import RunControl
 from app.inference.graph_cache import GraphCache, PoolGraph
 from app.inference.pool_inputs import check_inputs, draw_missing
 from app.inference.runner import Runner
 from app.inference.sessions import LoadedModel, open_session
-from export.runtime.cost import estimate
+from app.inference.trim import TRIM_AFTER_BYTES, release_freed_memory
+from export.runtime.cost import Cost, estimate
 from export.runtime.errors import LoweringError
 from export.runtime.graph import build_lowered_graph
 from export.runtime.lowering import FLOAT_DTYPES, Lowering, select_lowering
@@ -37,6 +39,10 @@ class PoolRequest:
     params: Mapping[str, Any]
     tensors: Mapping[str, np.ndarray]
     model: str | None = None
+    json_reply: bool = False
+    """The result goes back as JSON, which has its own element cap."""
+    control: RunControl | None = None
+    """Stops the run when the client goes (the route watches the connection)."""
 
 
 @dataclass(frozen=True)
@@ -97,12 +103,16 @@ class PoolEngine:
         lowering = self._lowering(spec.name, params, x.dtype.name)
         tensors, drawn = draw_missing(spec, params, request.tensors)
         shapes = check_inputs(spec, params, lowering.inputs, tensors)
-        self._admit(lowering, params, shapes, x.dtype.name)
+        cost = self._admit(request, lowering, params, shapes, x.dtype.name)
         graph = await self._graph(lowering, params, x)
         feeds = {name: np.ascontiguousarray(tensors[name]) for name in graph.input_names}
-        outputs = await self.runner.run_session(f"pool:{spec.name}", graph.session, feeds)
+        outputs = await self.runner.run_session(
+            f"pool:{spec.name}", graph.session, feeds, request.control, shrink_arena=True
+        )
+        if cost.peak_bytes > TRIM_AFTER_BYTES:
+            await self.runner.on_worker(release_freed_memory)
         named = dict(zip(spec.output_names(params), outputs, strict=True))
-        result_params = params.model_dump(mode="json")
+        result_params = params.to_json()
         return PoolResult(spec.name, result_params, named, graph.providers[0], lowering.kind, drawn)
 
     async def _run_entry(self, spec: PoolSpec, request: PoolRequest) -> PoolResult:
@@ -113,19 +123,23 @@ class PoolEngine:
             raise ApiError(
                 ErrorCode.PARAMS_MISMATCH,
                 f"{loaded.name} was exported with fixed params "
-                f"{stored.model_dump(mode='json')}; send none or exactly those",
+                f"{stored.to_json()}; send none or exactly those",
             )
         x = _float_x(spec.name, request.tensors)
         if x.dtype.name != loaded.entry.inputs[0].dtype:
             raise ApiError(
                 ErrorCode.UNSUPPORTED_DTYPE, f"{loaded.name} takes {loaded.entry.inputs[0].dtype}"
             )
-        check_inputs(spec, stored, loaded.input_names, request.tensors)
+        shapes = check_inputs(spec, stored, loaded.input_names, request.tensors)
         _check_entry_shape(loaded, x)
+        # the entry is torch's export; its op's own lowering prices the same computation
+        self._admit(
+            request, self._lowering(spec.name, stored, x.dtype.name), stored, shapes, x.dtype.name
+        )
         feeds = {loaded.input_names[0]: np.ascontiguousarray(x)}
-        outputs = await self.runner.run_session(loaded.name, loaded.session, feeds)
+        outputs = await self.runner.run_session(loaded.name, loaded.session, feeds, request.control)
         named = dict(zip(spec.output_names(stored), outputs, strict=True))
-        params = stored.model_dump(mode="json")
+        params = stored.to_json()
         return PoolResult(spec.name, params, named, loaded.provider, "repository")
 
     def _entry(self, op: str, name: str | None) -> LoadedModel:
@@ -145,18 +159,30 @@ class PoolEngine:
             raise ApiError(ErrorCode.UNSUPPORTED_PARAMS, str(exc)) from None
 
     def _admit(
-        self, lowering: Lowering, params: PoolParams, shapes: list[tuple[int, ...]], dtype: str
-    ) -> None:
-        """Refuse a result or working set over the element limit, before anything is built."""
+        self,
+        request: PoolRequest,
+        lowering: Lowering,
+        params: PoolParams,
+        shapes: list[tuple[int, ...]],
+        dtype: str,
+    ) -> Cost:
+        """Price the request from the registry's estimates; refuse it before anything is
+        built or allocated when any part is over its budget."""
         cost = estimate(lowering, params, shapes, dtype)
-        limit = self.settings.max_tensor_elements
-        working = cost.peak_bytes // np.dtype(dtype).itemsize
-        if max(cost.output_elements, working) > limit:
-            raise ApiError(
-                ErrorCode.OUTPUT_TOO_LARGE,
-                f"{lowering.op} would hold more than the {limit} elements allowed (its output, "
-                "or its working memory for ops that lay every window out); send a smaller tensor",
-            )
+        s = self.settings
+        _admit_result(request, cost.output_elements, cost.result_bytes, s)
+        for value, limit, what, setting in (
+            (cost.graph_nodes, s.max_graph_nodes, "graph nodes", "max_graph_nodes"),
+            (cost.work, s.max_pool_work, "operations", "max_pool_work"),
+            (cost.peak_bytes, s.max_pool_memory_bytes, "bytes of memory", "max_pool_memory_bytes"),
+        ):
+            if value > limit:
+                raise ApiError(
+                    ErrorCode.TOO_EXPENSIVE,
+                    f"{lowering.op} with these params and shapes needs about {value:.3g} "
+                    f"{what}, over the {limit} allowed (setting {setting})",
+                )
+        return cost
 
     async def _graph(self, lowering: Lowering, params: PoolParams, x: np.ndarray) -> PoolGraph:
         """The cached session for this graph, built on a worker thread on a miss."""
@@ -175,9 +201,9 @@ class PoolEngine:
             model = build_lowered_graph(lowering, params, dtype, static_hw=static_hw)
         except LoweringError as exc:
             raise ApiError(ErrorCode.UNSUPPORTED_PARAMS, str(exc)) from None
-        session, active = open_session(model, self.settings, f"pool:{lowering.op}")
+        session, active = open_session(model, self.settings, f"pool:{lowering.op}", one_off=True)
         names = tuple(v.name for v in session.get_inputs())
-        return PoolGraph(session, tuple(active), names)
+        return PoolGraph(session, tuple(active), names, model.ByteSize())
 
 
 def _float_x(op: str, tensors: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -203,3 +229,22 @@ def _check_entry_shape(loaded: LoadedModel, x: np.ndarray) -> None:
     low = loaded.entry.min_hw or 1
     if min(x.shape[2:]) < low:
         raise ApiError(ErrorCode.INVALID_INPUT, f"{loaded.name} needs H and W of at least {low}")
+
+
+def _admit_result(
+    request: PoolRequest, elements: int, result_bytes: int, settings: Settings
+) -> None:
+    if elements > settings.max_tensor_elements or result_bytes > settings.max_result_bytes:
+        raise ApiError(
+            ErrorCode.OUTPUT_TOO_LARGE,
+            f"{request.op} would return {elements} elements ({result_bytes} bytes), over "
+            f"max_tensor_elements {settings.max_tensor_elements} or max_result_bytes "
+            f"{settings.max_result_bytes}; send a smaller tensor",
+        )
+    if request.json_reply and elements > settings.max_json_result_elements:
+        raise ApiError(
+            ErrorCode.OUTPUT_TOO_LARGE,
+            f"{request.op} would return {elements} elements, over the "
+            f"{settings.max_json_result_elements} a JSON reply carries "
+            "(max_json_result_elements); ask for Accept: application/x-npy",
+        )

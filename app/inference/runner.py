@@ -22,6 +22,7 @@ from app.core.errors import ApiError, ErrorCode
 from app.core.metrics import Metrics
 from app.inference.batcher import DynamicBatcher, QueueFullError
 from app.inference.binding import run_bound_or_plain
+from app.inference.deadline import RunControl, Watchdog
 from app.inference.gate import InferenceGate
 from app.inference.sessions import LoadedModel
 from export.runtime.sessions import ORT_ERRORS
@@ -39,21 +40,26 @@ class Runner:
         metrics: Metrics,
         batchers: Mapping[str, DynamicBatcher] | None = None,
         io_binding: bool = True,
+        deadline_s: float = 30.0,
     ) -> None:
         self.models = dict(models)
         self.gate = gate
         self.metrics = metrics
         self.batchers = dict(batchers or {})
         self.io_binding = io_binding  # CUDA sessions only (see app.inference.binding)
+        self.deadline_s = deadline_s
+        self.watchdog = Watchdog()
 
-    async def run_model(self, model: str, batch: np.ndarray) -> np.ndarray:
+    async def run_model(
+        self, model: str, batch: np.ndarray, control: RunControl | None = None
+    ) -> np.ndarray:
         """The model's first output for one input batch."""
         batcher = self.batchers.get(model)
         if batcher is not None:
             return await self._run_batched(batcher, batch)
         loaded = self.models[model]
         feeds = {loaded.input_names[0]: batch}
-        outputs = await self.run_session(model, loaded.session, feeds)
+        outputs = await self.run_session(model, loaded.session, feeds, control)
         return outputs[0]
 
     async def _run_batched(self, batcher: DynamicBatcher, batch: np.ndarray) -> np.ndarray:
@@ -75,7 +81,7 @@ class Runner:
         """What a model's batcher runs: the session's first output, with inference metrics."""
         loaded = self.models[model]
         name = loaded.input_names[0]
-        return lambda rows: self._timed_run(model, loaded.session, {name: rows})[0]
+        return lambda rows: self._timed_run(model, loaded.session, {name: rows}, RunControl())[0]
 
     async def close(self) -> None:
         """Drain and stop every batcher."""
@@ -83,18 +89,49 @@ class Runner:
             await batcher.close()
 
     async def run_session(
-        self, label: str, session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]
+        self,
+        label: str,
+        session: ort.InferenceSession,
+        feeds: Mapping[str, np.ndarray],
+        control: RunControl | None = None,
+        *,
+        shrink_arena: bool = False,
     ) -> list[np.ndarray]:
-        """Run any session on the gate's worker threads; ORT errors become envelopes."""
-        return await self.on_worker(lambda: self._timed_run(label, session, feeds))
+        """Run any session on the gate's worker threads; ORT errors become envelopes.
+
+        ``control`` stops the run when its client goes (the route's watcher); the deadline
+        stops it anyway. ``shrink_arena`` returns the CPU arena's growth after the run:
+        /pool graphs are one-offs whose peak must not stay resident.
+        """
+        control = control or RunControl()
+        return await self.on_worker(
+            lambda: self._timed_run(label, session, feeds, control, shrink_arena)
+        )
 
     def _timed_run(
-        self, label: str, session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]
+        self,
+        label: str,
+        session: ort.InferenceSession,
+        feeds: Mapping[str, np.ndarray],
+        control: RunControl,
+        shrink_arena: bool = False,
     ) -> list[np.ndarray]:
-        """One session run (on the calling thread), recorded in the inference metrics."""
+        """One session run (on the calling thread), under its deadline, recorded in the
+        inference metrics."""
         batch = int(next(iter(feeds.values())).shape[0]) if feeds else 0
+        options = control.new_run()
+        if shrink_arena:
+            options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        ticket = self.watchdog.watch(control, options, self.deadline_s)
         start = time.perf_counter()
-        result = run_bound_or_plain(session, feeds, self.io_binding)
+        try:
+            result = run_bound_or_plain(session, feeds, self.io_binding, options)
+        except ORT_ERRORS as exc:
+            if options.terminate and control.reason is not None:  # we stopped it: say why
+                raise _stopped(control.reason, label) from exc
+            raise
+        finally:
+            ticket.done = True
         self.metrics.observe_inference(label, batch, time.perf_counter() - start)
         return result
 
@@ -117,3 +154,9 @@ def _ort_errors_as_envelopes() -> Iterator[None]:
     except ORT_ERRORS as exc:
         log.error("onnxruntime failed", exc_info=exc)
         raise ApiError(ErrorCode.INTERNAL, "internal server error") from exc
+
+
+def _stopped(reason: ErrorCode, label: str) -> ApiError:
+    if reason == ErrorCode.DEADLINE_EXCEEDED:
+        return ApiError(reason, f"{label} ran past inference_deadline_s and was stopped")
+    return ApiError(reason, f"{label} was stopped: its client went away")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from app.codecs.preprocess import Preprocessor
@@ -25,11 +26,14 @@ from export.runtime.manifest import (
     model_path,
     verify_repository,
 )
+from export.runtime.model_cost import ModelCost, model_cost
 from export.runtime.sessions import CUDA, ProviderOptions, create_session, cuda_provider_options
 
 log = logging.getLogger("poolserve")
 WARMUP_SPATIAL = 8
 """Symbolic spatial dims of pool-op models are warmed up at this size (or min_hw)."""
+REFERENCE_HW = (224, 224)
+"""Where a model that takes any input size is measured per pixel."""
 
 
 class StartupError(RuntimeError):
@@ -45,6 +49,8 @@ class LoadedModel:
     session: ort.InferenceSession
     providers: tuple[str, ...]
     preprocess: Preprocessor | None
+    cost: ModelCost | None = None
+    """An image model's compute and memory per input pixel (admission control)."""
 
     @property
     def provider(self) -> str:
@@ -91,15 +97,20 @@ def provider_options(settings: Settings) -> ProviderOptions:
 
 
 def open_session(
-    model: Any, settings: Settings, name: str
+    model: Any, settings: Settings, name: str, *, one_off: bool = False
 ) -> tuple[ort.InferenceSession, list[str]]:
-    """A session with the configured providers and the providers it really got."""
+    """A session with the configured providers and the providers it really got.
+
+    ``one_off`` graphs (/pool's) run at whatever sizes clients send: no memory pattern, so
+    the run's arena shrinkage really returns their peak (docs/throughput.md).
+    """
     session = create_session(
         model,
         settings.providers,
         settings.intra_op_threads,
         provider_options=provider_options(settings),
         cpu_mem_arena=settings.cpu_mem_arena,
+        mem_pattern=not one_off,
     )
     active = list(session.get_providers())
     check_providers(name, active, settings)
@@ -135,10 +146,14 @@ def warmup_feeds(loaded: LoadedModel, batch: int = 1) -> dict[str, np.ndarray]:
 
 
 def load_model(root: Path, name: str, entry: ModelEntry, settings: Settings) -> LoadedModel:
-    session, active = open_session(model_path(root, entry), settings, name)
+    path = model_path(root, entry)
+    session, active = open_session(path, settings, name)
     policy = (entry.cfg or {}).get("preprocess")
     preprocess = Preprocessor.from_dict(policy) if policy is not None else None
-    loaded = LoadedModel(name, entry, session, tuple(active), preprocess)
+    cost = None
+    if preprocess is not None:
+        cost = model_cost(onnx.load(str(path)), preprocess.fixed_hw or REFERENCE_HW)
+    loaded = LoadedModel(name, entry, session, tuple(active), preprocess, cost)
     start = time.perf_counter()
     batches = warmup_batches(active, settings) if preprocess is not None else [1]
     for batch in batches:

@@ -72,14 +72,51 @@ OptionalPair = Annotated[
 ]
 
 
-class PoolParams(BaseModel):
-    """Base for every op's parameters: unknown fields are refused, instances are immutable."""
+INT64_MAX = 2**63 - 1
+INFINITIES = {"inf": math.inf, "Infinity": math.inf, "-inf": -math.inf, "-Infinity": -math.inf}
+"""How an infinite float param is written in JSON, which has no infinity."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+def _json_to_python(value: Any) -> Any:
+    """JSON's forms of the values a schema takes: arrays as tuples, ``"inf"`` as infinity.
+    Strict validation then refuses everything else that is not exactly the field's type."""
+    if isinstance(value, list | tuple):
+        return tuple(_json_to_python(v) for v in value)
+    if isinstance(value, str) and value in INFINITIES:
+        return INFINITIES[value]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
+        raise ValueError("integers must fit in int64")
+    return value
+
+
+class PoolParams(BaseModel):
+    """Base for every op's parameters: unknown fields are refused, instances are immutable,
+    types are strict (``true`` is not 1, ``"yes"`` is not a bool) and ints fit in int64."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_json(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {key: _json_to_python(value) for key, value in data.items()}
+        return data
 
     def output_shape(self, *shapes: tuple[int, ...]) -> tuple[int, ...]:
         """The output shape for these input shapes; raises PoolInputError when they don't fit."""
         raise NotImplementedError
+
+    def to_json(self) -> dict[str, Any]:
+        """The resolved params as JSON values, infinities as the string ``"inf"``."""
+        return {k: _inf_as_string(v) for k, v in self.model_dump(mode="json").items()}
+
+
+def _inf_as_string(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_inf_as_string(v) for v in value]
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
 
 
 def require(condition: bool, message: str) -> None:

@@ -45,7 +45,8 @@ def spp_pool(x: Tensor, p: SPPParams) -> Tensor:
 def _same_max(x: Tensor, k: int) -> Tensor:
     """k x k max pool at stride 1 with k // 2 padding (odd k), so H x W is kept."""
     # return_indices is off, so max_pool returns a single tensor.
-    return cast(Tensor, max_pool(x, MaxParams(kernel_size=k, stride=1, padding=k // 2)))
+    params = MaxParams(kernel_size=(k, k), stride=(1, 1), padding=(k // 2,) * 4)
+    return cast(Tensor, max_pool(x, params))
 
 
 def yolo_spp_pool(x: Tensor, p: YoloSPPParams) -> Tensor:

@@ -168,7 +168,8 @@ def parse_params(name: str, **params: Any) -> PoolParams:
         return spec.params(**params)
     except ValidationError as exc:
         problems = exc.errors(include_input=False, include_url=False)
-        raise PoolParamError(f"{name}: {describe_validation_errors(problems)}") from None
+        message = describe_validation_errors(problems, fields=spec.params.model_fields)
+        raise PoolParamError(f"{name}: {message}") from None
 
 
 def create_pool(name: str, **params: Any) -> nn.Module:

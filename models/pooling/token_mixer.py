@@ -21,8 +21,12 @@ from models.pooling.window import avg_pool
 @cache
 def _avg_params(pool_size: int) -> AvgParams:
     """The mean's parameters, validated once per pool size rather than on every call."""
+    pad = pool_size // 2
     return AvgParams(
-        kernel_size=pool_size, stride=1, padding=pool_size // 2, count_include_pad=False
+        kernel_size=(pool_size, pool_size),
+        stride=(1, 1),
+        padding=(pad, pad, pad, pad),
+        count_include_pad=False,
     )
 
 

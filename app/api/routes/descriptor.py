@@ -5,12 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from app.api.deps import ServicesDep, SettingsDep
-from app.api.negotiation import NPY, check_output, media_type, npy_response, wants_npy
+from app.api.disconnect import stopped_when_gone
+from app.api.negotiation import (
+    NPY,
+    check_output,
+    json_response,
+    media_type,
+    npy_response,
+    wants_npy,
+)
 from app.core.config import Settings
 from app.core.errors import ApiError, ErrorCode, responses
 
@@ -76,7 +83,7 @@ async def _read_images(request: Request, settings: Settings) -> list[bytes]:
     responses={
         200: {"content": {NPY: {"schema": {"type": "string", "format": "binary",
                                            "description": "N x D float32 .npy"}}}},
-        **responses(400, 404, 413, 415, 422, 500, 503),
+        **responses(400, 404, 406, 413, 415, 422, 500, 503, 504),
     },
     openapi_extra=OPENAPI_EXTRA,
 )  # fmt: skip
@@ -87,17 +94,33 @@ async def descriptor(
     model: str | None = Query(None, description="model name; the configured default if absent"),
 ) -> Response:
     """Describe images (multipart field images, or one raw image body)."""
-    described = await services.descriptors.describe(model, await _read_images(request, settings))
-    descriptors, loaded = described.descriptors, described.model
+    npy = wants_npy(request)  # an unacceptable Accept is refused before any work
+    blobs = await _read_images(request, settings)
+    loaded = services.descriptors.image_model(model)
+    if not npy:
+        _check_json_reply(len(blobs) * (loaded.dim or 1), settings)
+    async with stopped_when_gone(request) as control:
+        described = await services.descriptors.describe(loaded.name, blobs, control)
+    descriptors = described.descriptors
     check_output(descriptors, loaded.name)
     headers = {"X-Poolserve-Provider": loaded.provider}
-    if wants_npy(request):
+    if npy:
         return npy_response(descriptors, headers)
     body = {
         "model": loaded.name,
         "dim": int(descriptors.shape[1]),
         "count": int(descriptors.shape[0]),
-        "descriptors": descriptors.tolist(),
+        "descriptors": descriptors,
         "weights": loaded.entry.weights,
     }
-    return JSONResponse(body, headers=headers)
+    return await json_response(body, headers, descriptors.size)
+
+
+def _check_json_reply(elements: int, settings: Settings) -> None:
+    if elements > settings.max_json_result_elements:
+        raise ApiError(
+            ErrorCode.OUTPUT_TOO_LARGE,
+            f"the descriptors would be {elements} numbers, over the "
+            f"{settings.max_json_result_elements} a JSON reply carries "
+            "(max_json_result_elements); ask for Accept: application/x-npy",
+        )

@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from app.api.deps import ServicesDep, SettingsDep
-from app.api.negotiation import NPY, check_output, media_type, npy_response, wants_npy
+from app.api.disconnect import stopped_when_gone
+from app.api.negotiation import (
+    NPY,
+    check_output,
+    json_response,
+    json_tensor,
+    media_type,
+    npy_response,
+    wants_npy,
+)
 from app.codecs.tensor import (
     WIRE_DTYPES,
     TensorLimits,
     decode_json_tensor,
     parse_npy,
-    to_json_tensor,
 )
 from app.core.config import Settings
 from app.core.errors import ApiError, ErrorCode, responses
@@ -178,6 +187,7 @@ def _from_npy(request: Request, raw: bytes, settings: Settings) -> PoolRequest:
 async def _from_multipart(request: Request, settings: Settings) -> PoolRequest:
     form = await request.form(max_files=1 + len(EXTRA_INPUTS), max_fields=3)
     try:
+        _refuse_duplicates(form)
         op = form.get("op")
         if not isinstance(op, str) or not op:
             raise ApiError(ErrorCode.MISSING_OP, "the multipart form needs an op field")
@@ -201,6 +211,13 @@ async def _from_multipart(request: Request, settings: Settings) -> PoolRequest:
         await form.close()
 
 
+def _refuse_duplicates(form: FormData) -> None:
+    """A part sent twice would make one of them win silently: refuse it instead."""
+    counts = Counter(key for key, _ in form.multi_items())
+    if any(n > 1 for n in counts.values()):
+        raise ApiError(ErrorCode.DUPLICATE_PART, "every multipart field may appear once")
+
+
 def _headers(result: PoolResult) -> dict[str, str]:
     headers = {"X-Poolserve-Provider": result.provider, "X-Poolserve-Lowering": result.lowering}
     for name, how in result.drawn.items():  # X-Poolserve-Samples: client, or how it was drawn
@@ -208,47 +225,49 @@ def _headers(result: PoolResult) -> dict[str, str]:
     return headers
 
 
-def _respond(request: Request, result: PoolResult) -> Response:
+async def _respond(result: PoolResult, npy: bool) -> Response:
     for name, value in result.outputs.items():
         check_output(value, f"pool:{result.op} {name}")
     headers = _headers(result)
-    if wants_npy(request):
+    if npy:
         if "indices" in result.outputs:
             raise ApiError(
                 ErrorCode.NOT_ACCEPTABLE,
                 "this op returns values and indices; ask for JSON to get both",
             )
         return npy_response(result.outputs["y"], headers)
-    body: dict[str, Any] = {
-        "op": result.op,
-        "params": result.params,
-        "tensor": to_json_tensor(result.outputs["y"]),
-    }
+    y = result.outputs["y"]
+    body: dict[str, Any] = {"op": result.op, "params": result.params, "tensor": json_tensor(y)}
     if "indices" in result.outputs:
-        body["indices"] = to_json_tensor(result.outputs["indices"])
-    return JSONResponse(body, headers=headers)
+        body["indices"] = json_tensor(result.outputs["indices"])
+    return await json_response(body, headers, sum(v.size for v in result.outputs.values()))
+
+
+async def _read(request: Request, settings: Settings) -> PoolRequest:
+    kind = media_type(request)
+    if kind == "multipart/form-data":
+        return await _from_multipart(request, settings)
+    if kind == "application/json":
+        # parsing a large JSON tensor takes a while: off the event loop too
+        return await anyio.to_thread.run_sync(_from_json, await request.body(), settings)
+    if kind in (NPY, "application/octet-stream"):
+        return _from_npy(request, await request.body(), settings)
+    raise ApiError(
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"send application/json, {NPY} or multipart/form-data"
+    )
 
 
 @router.post(
     "/pool",
     summary="Pool a tensor with any registered op",
     response_model=PoolResponse,
-    responses={200: OK_RESPONSE, **responses(400, 406, 413, 415, 422, 500, 503)},
+    responses={200: OK_RESPONSE, **responses(400, 406, 413, 415, 422, 500, 503, 504)},
     openapi_extra=OPENAPI_EXTRA,
 )  # fmt: skip
 async def pool(request: Request, services: ServicesDep, settings: SettingsDep) -> Response:
     """Pool one tensor (JSON, npy or multipart body); JSON or npy response."""
-    kind = media_type(request)
-    if kind == "multipart/form-data":
-        call = await _from_multipart(request, settings)
-    elif kind == "application/json":
-        # parsing a large JSON tensor takes a while: off the event loop too
-        call = await anyio.to_thread.run_sync(_from_json, await request.body(), settings)
-    elif kind in (NPY, "application/octet-stream"):
-        call = _from_npy(request, await request.body(), settings)
-    else:
-        raise ApiError(
-            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            f"send application/json, {NPY} or multipart/form-data",
-        )
-    return _respond(request, await services.pools.run(call))
+    npy = wants_npy(request)  # an unacceptable Accept is refused before any work
+    call = await _read(request, settings)
+    async with stopped_when_gone(request) as control:
+        result = await services.pools.run(replace(call, json_reply=not npy, control=control))
+    return await _respond(result, npy)

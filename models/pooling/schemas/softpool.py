@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import model_validator
 
 from models.pooling.params import WindowParams, require, window_work
@@ -23,6 +25,16 @@ class SoftParams(WindowParams):
         return self
 
 
+SOFTPOOL_STEPS = 10
+"""Per window element: its copy into the window stack, the softmax (max, subtract, exp,
+sum, divide), the masks and the weighted sum; measured at about that many elementary
+operations' time."""
+
+
+def softpool_work(params: SoftParams, shapes: Sequence[tuple[int, ...]]) -> int:
+    return window_work(params, shapes) * SOFTPOOL_STEPS
+
+
 register_pool(
     PoolSpec(
         "softpool",
@@ -34,6 +46,6 @@ register_pool(
             {"kernel_size": 2},
             {"kernel_size": 3, "stride": 2, "padding": (1, 0, 1, 1), "ceil_mode": True},
         ),
-        work=window_work,
+        work=softpool_work,
     )
 )
