@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from models.pooling import PoolError, PoolInputError, PoolParamError, create_pool
 
+UNKNOWN = r"unknown field\(s\) \(not echoed\)"
+
 
 def loop_windows(x, k, s):
     """Yield (i, j, values) for each floor-mode window of a (1, 1, H, W) tensor."""
