@@ -35,10 +35,13 @@ def load_services(settings: Settings, metrics: Metrics) -> Services:
     default = pick_default_model(settings, manifest, models)
     for name, loaded in models.items():
         metrics.provider.labels(name, loaded.provider).set(1)
-    gate = InferenceGate(settings.max_concurrent_inferences, settings.max_waiting, metrics)
+    gate = InferenceGate(settings.max_concurrent_inferences, settings.max_waiting, metrics.waiting)
+    heavy = InferenceGate(
+        settings.max_concurrent_heavy, settings.max_waiting, metrics.heavy_waiting
+    )
     runner = Runner(
         models, gate, metrics, io_binding=settings.io_binding,
-        deadline_s=settings.inference_deadline_s,
+        deadline_s=settings.inference_deadline_s, heavy=heavy,
     )  # fmt: skip
     if settings.batching:
         runner.batchers = {

@@ -1,13 +1,14 @@
 """`python -m bench [--quick] [--repository DIR] [--providers P1,P2]`: every comparison in
 turn, each printing its Markdown table: /pool bandwidth, per-op latency, /descriptor under
-load, and the server's memory over 10,000 mixed requests. Missing models are exported first.
+load, the server's memory over 10,000 mixed requests, and normal requests beside the most
+expensive admissible ones. Missing models are exported first.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from bench import descriptor, memory, ops, pool_bandwidth
+from bench import descriptor, expensive, memory, ops, pool_bandwidth
 
 
 def main() -> None:
@@ -22,6 +23,7 @@ def main() -> None:
     ops.main(quick)
     descriptor.main(served)
     memory.main(served)
+    expensive.main(served)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ EXPECTED_DEFAULTS = {
     "max_json_result_elements": 1_048_576,
     "inference_deadline_s": 30.0,
     "max_concurrent_inferences": 4,
+    "max_concurrent_heavy": 1,
     "max_waiting": 64,
     "batching": True,
     "max_batch_size": 8,

@@ -208,6 +208,7 @@ def test_m2_huge_integers_are_4xx(client: AppClient, op, params) -> None:
         ("stochastic", {"kernel_size": 2}, 1e30),
     ],
 )
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_m3_overflowing_results_are_422(client: AppClient, op, params, value) -> None:
     r = client.post("/pool", json=pool_json(op, params, [1, 1, 2, 2], [value] * 4))
     refused(client, 422, "non_finite_result", r)

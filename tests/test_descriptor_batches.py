@@ -57,7 +57,7 @@ class RecordingRunner:
     async def on_worker(self, fn: Any) -> Any:
         return fn()
 
-    async def run_model(self, model: str, rows: np.ndarray, control: Any = None) -> np.ndarray:
+    async def run_model(self, model: str, rows: np.ndarray, *args: Any, **kw: Any) -> np.ndarray:
         self.batches.append(rows.copy())
         return np.asarray(rows.reshape(len(rows), -1).sum(axis=1, keepdims=True))
 

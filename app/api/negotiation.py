@@ -7,20 +7,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import anyio.to_thread
 import numpy as np
 import orjson
 from fastapi import Request, Response
 
 from app.codecs.tensor import check_finite, encode_npy
 from app.core.errors import ApiError, ErrorCode
+from app.core.offload import OFF_LOOP_ELEMENTS, off_loop_if
 
 NPY = "application/x-npy"
 JSON = "application/json"
 REPLY_TYPES = (JSON, NPY)
 """What a route can answer, JSON first: it is the reply when the client does not say."""
-OFF_LOOP_ELEMENTS = 65_536
-"""Replies with more array elements than this are encoded on a worker thread."""
 
 
 def media_type(request: Request) -> str:
@@ -73,17 +71,15 @@ def wants_npy(request: Request) -> bool:
     return reply_type(request) == NPY
 
 
-def npy_response(arr: np.ndarray, headers: dict[str, str]) -> Response:
-    return Response(encode_npy(arr), media_type=NPY, headers=headers)
+async def npy_response(arr: np.ndarray, headers: dict[str, str]) -> Response:
+    content = await off_loop_if(arr.size > OFF_LOOP_ELEMENTS, encode_npy, arr)
+    return Response(content, media_type=NPY, headers=headers)
 
 
 async def json_response(body: dict[str, Any], headers: dict[str, str], elements: int) -> Response:
     """``body`` as JSON (numpy arrays written directly); a large one is encoded on a worker
     thread, so the event loop keeps answering everyone else."""
-    if elements > OFF_LOOP_ELEMENTS:
-        content = await anyio.to_thread.run_sync(_dumps, body)
-    else:
-        content = _dumps(body)
+    content = await off_loop_if(elements > OFF_LOOP_ELEMENTS, _dumps, body)
     return Response(content, media_type=JSON, headers=headers)
 
 

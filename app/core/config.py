@@ -183,6 +183,12 @@ class Settings(BaseSettings):
     max_concurrent_inferences: int = Field(
         4, ge=1, description="Inferences running at once (each on a worker thread)."
     )
+    max_concurrent_heavy: int = Field(
+        1,
+        ge=1,
+        description="Expensive requests (estimated at over a tenth of a budget) running at "
+        "once; the others wait in line, so cheap requests keep their slots.",
+    )
     max_waiting: int = Field(
         64,
         ge=0,

@@ -65,6 +65,11 @@ class Metrics:
         self.waiting = Gauge(
             "poolserve_waiting_inferences", "Requests waiting for an inference slot", registry=r
         )
+        self.heavy_waiting = Gauge(
+            "poolserve_waiting_heavy_requests",
+            "Expensive requests waiting for the heavy lane (max_concurrent_heavy)",
+            registry=r,
+        )
 
     def _graph_cache(self) -> None:
         r = self.registry

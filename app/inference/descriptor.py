@@ -19,6 +19,7 @@ from app.core.config import Settings
 from app.core.errors import ApiError, ErrorCode
 from app.inference.deadline import RunControl
 from app.inference.descriptor_budget import plan_images
+from app.inference.gate import HEAVY_FRACTION
 from app.inference.runner import Runner
 from app.inference.sessions import LoadedModel
 from models.input_policy import RESAMPLE
@@ -64,10 +65,13 @@ class DescriptorEngine:
         """The descriptors of ``blobs`` (at least one image) with ``model``; ``control``
         stops the runs when the client goes."""
         loaded = self.image_model(model)
-        batches = await self.runner.on_worker(lambda: self._prepare(loaded, blobs))
-        return Described(loaded, await self._run(loaded, batches, control))
+        batches, gflops = await self.runner.on_worker(lambda: self._prepare(loaded, blobs))
+        if gflops <= HEAVY_FRACTION * self.settings.max_descriptor_gflops:
+            return Described(loaded, await self._run(loaded, batches, control))
+        async with self.runner.heavy.slot():  # a big request runs alone, off the batcher
+            return Described(loaded, await self._run(loaded, batches, control, heavy=True))
 
-    def _prepare(self, loaded: LoadedModel, blobs: list[bytes]) -> list[Batch]:
+    def _prepare(self, loaded: LoadedModel, blobs: list[bytes]) -> tuple[list[Batch], float]:
         """Price the request from the headers, then decode and preprocess every image into
         model batches.
 
@@ -78,9 +82,10 @@ class DescriptorEngine:
         preprocess = loaded.preprocess
         assert preprocess is not None  # image_model guarantees an image model
         sizes = [image_size(blob, self.settings.max_image_pixels) for blob in blobs]
-        plans = plan_images(loaded, sizes, self.settings)
+        plans, gflops = plan_images(loaded, sizes, self.settings)
         if preprocess.fixed_hw is not None:
-            return [(list(range(len(blobs))), self._fixed_batch(loaded, preprocess, blobs))]
+            batch = self._fixed_batch(loaded, preprocess, blobs)
+            return [(list(range(len(blobs))), batch)], gflops
         groups: dict[tuple[int, ...], tuple[list[int], list[np.ndarray]]] = {}
         for i, (blob, plan) in enumerate(zip(blobs, plans, strict=True)):
             image = self._decode(preprocess, blob)
@@ -91,7 +96,7 @@ class DescriptorEngine:
             indices, tensors = groups.setdefault(x.shape, ([], []))
             indices.append(i)
             tensors.append(x)
-        return [(indices, np.stack(tensors)) for indices, tensors in groups.values()]
+        return [(indices, np.stack(tensors)) for indices, tensors in groups.values()], gflops
 
     def _fixed_batch(
         self, loaded: LoadedModel, preprocess: Preprocessor, blobs: list[bytes]
@@ -108,16 +113,20 @@ class DescriptorEngine:
         return decode_image(blob, self.settings.max_image_pixels, draft)
 
     async def _run(
-        self, loaded: LoadedModel, batches: list[Batch], control: RunControl | None
+        self,
+        loaded: LoadedModel,
+        batches: list[Batch],
+        control: RunControl | None,
+        heavy: bool = False,
     ) -> np.ndarray:
         """Run each batch; rows back in request order, float32."""
         if len(batches) == 1:
-            out = await self.runner.run_model(loaded.name, batches[0][1], control)
+            out = await self.runner.run_model(loaded.name, batches[0][1], control, heavy=heavy)
             return out.astype(np.float32, copy=False)
         count = sum(len(indices) for indices, _ in batches)
         result: np.ndarray | None = None
         for indices, batch in batches:
-            out = await self.runner.run_model(loaded.name, batch, control)
+            out = await self.runner.run_model(loaded.name, batch, control, heavy=heavy)
             if result is None:
                 result = np.empty((count, *out.shape[1:]), dtype=np.float32)
             result[indices] = out

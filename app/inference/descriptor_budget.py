@@ -38,8 +38,11 @@ def resolution_cap(loaded: LoadedModel, settings: Settings) -> int:
     return int(min(settings.max_model_pixels, by_flops, by_memory))
 
 
-def plan_images(loaded: LoadedModel, sizes: list[Size], settings: Settings) -> list[ImagePlan]:
-    """One plan per image, or ``ApiError`` when the request is over a budget."""
+def plan_images(
+    loaded: LoadedModel, sizes: list[Size], settings: Settings
+) -> tuple[list[ImagePlan], float]:
+    """One plan per image and the request's estimated GFLOPs, or ``ApiError`` when the
+    request is over a budget."""
     _check(sum(w * h for w, h in sizes), settings.max_request_pixels, "decoded pixels",
            "max_request_pixels")  # fmt: skip
     cap = resolution_cap(loaded, settings)
@@ -48,12 +51,13 @@ def plan_images(loaded: LoadedModel, sizes: list[Size], settings: Settings) -> l
         plan, pixels = _plan_one(loaded, size, cap, settings)
         plans.append(plan)
         fed += pixels
-    if loaded.cost is not None:
-        _check(fed * loaded.cost.flops_per_pixel / 1e9, settings.max_descriptor_gflops,
-               "GFLOPs", "max_descriptor_gflops")  # fmt: skip
-        _check(fed * loaded.cost.peak_bytes_per_pixel, settings.max_descriptor_memory_bytes,
-               "bytes of activations", "max_descriptor_memory_bytes")  # fmt: skip
-    return plans
+    if loaded.cost is None:
+        return plans, 0.0
+    gflops = fed * loaded.cost.flops_per_pixel / 1e9
+    _check(gflops, settings.max_descriptor_gflops, "GFLOPs", "max_descriptor_gflops")
+    _check(fed * loaded.cost.peak_bytes_per_pixel, settings.max_descriptor_memory_bytes,
+           "bytes of activations", "max_descriptor_memory_bytes")  # fmt: skip
+    return plans, gflops
 
 
 def _plan_one(

@@ -11,6 +11,7 @@ repository's ``pool_op`` entry that holds their weights (``model=<entry>``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,9 @@ import numpy as np
 
 from app.core.config import Settings
 from app.core.errors import ApiError, ErrorCode
+from app.core.offload import OFF_LOOP_ELEMENTS, off_loop_if
 from app.inference.deadline import RunControl
+from app.inference.gate import HEAVY_FRACTION
 from app.inference.graph_cache import GraphCache, PoolGraph
 from app.inference.pool_inputs import check_inputs, draw_missing
 from app.inference.runner import Runner
@@ -102,13 +105,14 @@ class PoolEngine:
         x = _float_x(spec.name, request.tensors)
         lowering = self._lowering(spec.name, params, x.dtype.name)
         tensors, drawn = draw_missing(spec, params, request.tensors)
-        shapes = check_inputs(spec, params, lowering.inputs, tensors)
+        shapes = await _checked(spec, params, lowering.inputs, tensors)
         cost = self._admit(request, lowering, params, shapes, x.dtype.name)
-        graph = await self._graph(lowering, params, x)
-        feeds = {name: np.ascontiguousarray(tensors[name]) for name in graph.input_names}
-        outputs = await self.runner.run_session(
-            f"pool:{spec.name}", graph.session, feeds, request.control, shrink_arena=True
-        )
+        async with self.runner.heavy.slot() if self._heavy(cost) else nullcontext():
+            graph = await self._graph(lowering, params, x)
+            feeds = {name: np.ascontiguousarray(tensors[name]) for name in graph.input_names}
+            outputs = await self.runner.run_session(
+                f"pool:{spec.name}", graph.session, feeds, request.control, shrink_arena=True
+            )
         if cost.peak_bytes > TRIM_AFTER_BYTES:
             await self.runner.on_worker(release_freed_memory)
         named = dict(zip(spec.output_names(params), outputs, strict=True))
@@ -130,7 +134,7 @@ class PoolEngine:
             raise ApiError(
                 ErrorCode.UNSUPPORTED_DTYPE, f"{loaded.name} takes {loaded.entry.inputs[0].dtype}"
             )
-        shapes = check_inputs(spec, stored, loaded.input_names, request.tensors)
+        shapes = await _checked(spec, stored, loaded.input_names, request.tensors)
         _check_entry_shape(loaded, x)
         # the entry is torch's export; its op's own lowering prices the same computation
         self._admit(
@@ -151,6 +155,14 @@ class PoolEngine:
                 f"model=<name>; loaded entries for it: {entries}",
             )
         return self.models[name]
+
+    def _heavy(self, cost: Cost) -> bool:
+        s = self.settings
+        return (
+            cost.work > HEAVY_FRACTION * s.max_pool_work
+            or cost.peak_bytes > HEAVY_FRACTION * s.max_pool_memory_bytes
+            or cost.graph_nodes > HEAVY_FRACTION * s.max_graph_nodes
+        )
 
     def _lowering(self, op: str, params: PoolParams, dtype: str) -> Lowering:
         try:
@@ -248,3 +260,11 @@ def _admit_result(
             f"{settings.max_json_result_elements} a JSON reply carries "
             "(max_json_result_elements); ask for Accept: application/x-npy",
         )
+
+
+async def _checked(
+    spec: PoolSpec, params: PoolParams, names: tuple[str, ...], tensors: Mapping[str, np.ndarray]
+) -> list[tuple[int, ...]]:
+    """``check_inputs``; on a worker thread for large tensors (finiteness scans them)."""
+    large = sum(t.size for t in tensors.values()) > OFF_LOOP_ELEMENTS
+    return await off_loop_if(large, check_inputs, spec, params, names, tensors)

@@ -41,6 +41,7 @@ class Runner:
         batchers: Mapping[str, DynamicBatcher] | None = None,
         io_binding: bool = True,
         deadline_s: float = 30.0,
+        heavy: InferenceGate | None = None,
     ) -> None:
         self.models = dict(models)
         self.gate = gate
@@ -49,13 +50,22 @@ class Runner:
         self.io_binding = io_binding  # CUDA sessions only (see app.inference.binding)
         self.deadline_s = deadline_s
         self.watchdog = Watchdog()
+        self.heavy = heavy or InferenceGate(1, 64, metrics.heavy_waiting)
+        """The heavy lane: requests estimated at over HEAVY_FRACTION of a budget take one of
+        its few slots first, so they cannot hold every inference slot (docs/throughput.md)."""
 
     async def run_model(
-        self, model: str, batch: np.ndarray, control: RunControl | None = None
+        self,
+        model: str,
+        batch: np.ndarray,
+        control: RunControl | None = None,
+        *,
+        heavy: bool = False,
     ) -> np.ndarray:
-        """The model's first output for one input batch."""
+        """The model's first output for one input batch. A heavy batch runs on its own
+        (not through the batcher, where it would hold up every light request behind it)."""
         batcher = self.batchers.get(model)
-        if batcher is not None:
+        if batcher is not None and not heavy:
             return await self._run_batched(batcher, batch)
         loaded = self.models[model]
         feeds = {loaded.input_names[0]: batch}

@@ -93,6 +93,9 @@ def create_session(
     options.intra_op_num_threads = intra_op_threads
     options.enable_cpu_mem_arena = cpu_mem_arena
     options.enable_mem_pattern = mem_pattern
+    # idle intra-op threads sleep instead of spinning: a spinning session takes CPU from
+    # every other request's run (measured in bench/RESULTS.md, section 5)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if uses_custom_ops(proto):
         register_custom_kernels(options)
     return ort.InferenceSession(

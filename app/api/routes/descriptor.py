@@ -105,7 +105,7 @@ async def descriptor(
     check_output(descriptors, loaded.name)
     headers = {"X-Poolserve-Provider": loaded.provider}
     if npy:
-        return npy_response(descriptors, headers)
+        return await npy_response(descriptors, headers)
     body = {
         "model": loaded.name,
         "dim": int(descriptors.shape[1]),

@@ -31,6 +31,7 @@ from app.codecs.tensor import (
 )
 from app.core.config import Settings
 from app.core.errors import ApiError, ErrorCode, responses
+from app.core.offload import OFF_LOOP_BYTES, off_loop_if
 from app.inference.pool import PoolRequest, PoolResult
 from models.pooling.errors import describe_validation_errors
 from models.pooling.registry import extra_input_names, extra_input_spec
@@ -235,7 +236,7 @@ async def _respond(result: PoolResult, npy: bool) -> Response:
                 ErrorCode.NOT_ACCEPTABLE,
                 "this op returns values and indices; ask for JSON to get both",
             )
-        return npy_response(result.outputs["y"], headers)
+        return await npy_response(result.outputs["y"], headers)
     y = result.outputs["y"]
     body: dict[str, Any] = {"op": result.op, "params": result.params, "tensor": json_tensor(y)}
     if "indices" in result.outputs:
@@ -251,7 +252,8 @@ async def _read(request: Request, settings: Settings) -> PoolRequest:
         # parsing a large JSON tensor takes a while: off the event loop too
         return await anyio.to_thread.run_sync(_from_json, await request.body(), settings)
     if kind in (NPY, "application/octet-stream"):
-        return _from_npy(request, await request.body(), settings)
+        raw = await request.body()
+        return await off_loop_if(len(raw) > OFF_LOOP_BYTES, _from_npy, request, raw, settings)
     raise ApiError(
         ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"send application/json, {NPY} or multipart/form-data"
     )
