@@ -8,8 +8,10 @@ model runs through the runner (and its batcher, when batching is on).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 
+import anyio.to_thread
 import numpy as np
 from PIL import Image
 
@@ -18,7 +20,7 @@ from app.codecs.preprocess import Preprocessor
 from app.core.config import Settings
 from app.core.errors import ApiError, ErrorCode
 from app.inference.deadline import RunControl
-from app.inference.descriptor_budget import plan_images
+from app.inference.descriptor_budget import ImagePlan, plan_images
 from app.inference.gate import HEAVY_FRACTION
 from app.inference.runner import Runner
 from app.inference.sessions import LoadedModel
@@ -63,17 +65,26 @@ class DescriptorEngine:
         self, model: str | None, blobs: list[bytes], control: RunControl | None = None
     ) -> Described:
         """The descriptors of ``blobs`` (at least one image) with ``model``; ``control``
-        stops the runs when the client goes."""
+        stops the runs when the client goes. The request is priced from the headers first;
+        a heavy one takes the heavy lane before it decodes anything and runs on its own,
+        off the batcher, so light requests never wait behind it."""
         loaded = self.image_model(model)
-        batches, gflops = await self.runner.on_worker(lambda: self._prepare(loaded, blobs))
-        if gflops <= HEAVY_FRACTION * self.settings.max_descriptor_gflops:
-            return Described(loaded, await self._run(loaded, batches, control))
-        async with self.runner.heavy.slot():  # a big request runs alone, off the batcher
-            return Described(loaded, await self._run(loaded, batches, control, heavy=True))
+        plans, gflops = await anyio.to_thread.run_sync(self._price, loaded, blobs)
+        heavy = gflops > HEAVY_FRACTION * self.settings.max_descriptor_gflops
+        async with self.runner.heavy.slot() if heavy else nullcontext():
+            batches = await self.runner.on_worker(lambda: self._prepare(loaded, blobs, plans))
+            return Described(loaded, await self._run(loaded, batches, control, heavy))
 
-    def _prepare(self, loaded: LoadedModel, blobs: list[bytes]) -> tuple[list[Batch], float]:
-        """Price the request from the headers, then decode and preprocess every image into
-        model batches.
+    def _price(self, loaded: LoadedModel, blobs: list[bytes]) -> tuple[list[ImagePlan], float]:
+        """Each image's plan and the request's GFLOPs, from the headers alone (a worker
+        thread but no inference slot: a rare PNG must decode to find its orientation)."""
+        sizes = [image_size(blob, self.settings.max_image_pixels) for blob in blobs]
+        return plan_images(loaded, sizes, self.settings)
+
+    def _prepare(
+        self, loaded: LoadedModel, blobs: list[bytes], plans: list[ImagePlan]
+    ) -> list[Batch]:
+        """Decode and preprocess every image into model batches.
 
         A model with a fixed input size gets one (n, 3, H, W) array that each image is
         written straight into (no per-image tensor, no stacking copy); otherwise images are
@@ -81,11 +92,8 @@ class DescriptorEngine:
         """
         preprocess = loaded.preprocess
         assert preprocess is not None  # image_model guarantees an image model
-        sizes = [image_size(blob, self.settings.max_image_pixels) for blob in blobs]
-        plans, gflops = plan_images(loaded, sizes, self.settings)
         if preprocess.fixed_hw is not None:
-            batch = self._fixed_batch(loaded, preprocess, blobs)
-            return [(list(range(len(blobs))), batch)], gflops
+            return [(list(range(len(blobs))), self._fixed_batch(loaded, preprocess, blobs))]
         groups: dict[tuple[int, ...], tuple[list[int], list[np.ndarray]]] = {}
         for i, (blob, plan) in enumerate(zip(blobs, plans, strict=True)):
             image = self._decode(preprocess, blob)
@@ -96,7 +104,7 @@ class DescriptorEngine:
             indices, tensors = groups.setdefault(x.shape, ([], []))
             indices.append(i)
             tensors.append(x)
-        return [(indices, np.stack(tensors)) for indices, tensors in groups.values()], gflops
+        return [(indices, np.stack(tensors)) for indices, tensors in groups.values()]
 
     def _fixed_batch(
         self, loaded: LoadedModel, preprocess: Preprocessor, blobs: list[bytes]

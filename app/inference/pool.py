@@ -15,6 +15,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
 
 from app.core.config import Settings
@@ -113,8 +114,8 @@ class PoolEngine:
             outputs = await self.runner.run_session(
                 f"pool:{spec.name}", graph.session, feeds, request.control, shrink_arena=True
             )
-        if cost.peak_bytes > TRIM_AFTER_BYTES:
-            await self.runner.on_worker(release_freed_memory)
+        if cost.peak_bytes > TRIM_AFTER_BYTES:  # a worker thread, but no inference slot
+            await anyio.to_thread.run_sync(release_freed_memory)
         named = dict(zip(spec.output_names(params), outputs, strict=True))
         result_params = params.to_json()
         return PoolResult(spec.name, result_params, named, graph.providers[0], lowering.kind, drawn)
