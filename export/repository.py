@@ -375,9 +375,7 @@ def write_model(out: Path, name: str, model: onnx.ModelProto, entry: ModelEntry)
     """Write ``<name>/1/model.onnx`` and ``<name>/config.pbtxt``; the entry with its digest."""
     path = out / entry.path
     write_atomic(path, model.SerializeToString())
-    write_atomic(
-        out / name / "config.pbtxt", config_pbtxt(name, entry.inputs, entry.outputs).encode()
-    )
+    write_atomic(out / name / "config.pbtxt", config_pbtxt(name, entry).encode())
     return entry.model_copy(update={"sha256": sha256_file(path), "bytes": path.stat().st_size})
 
 

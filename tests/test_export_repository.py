@@ -3,7 +3,7 @@
 One small repository (the 224 descriptor and the nonlocal pool op) is exported once per
 session; every check reads it back independently: hashlib for the digests, onnx for the
 graph's dims, onnxruntime against freshly built torch modules on shapes the export's gate
-never ran, protobuf's text parser for config.pbtxt.
+never ran, Triton's own ModelConfig proto (tritonclient's) for config.pbtxt.
 """
 
 import hashlib
@@ -19,14 +19,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from google.protobuf import (  # type: ignore[import-untyped]
-    descriptor_pb2,
-    descriptor_pool,
-    message_factory,
-    text_format,
-)
+from google.protobuf import text_format  # type: ignore[import-untyped]
+from tritonclient.grpc import model_config_pb2 as mc
 
 import export.__main__ as cli
+from app.core.config import Settings
 from export.repository import (
     NONLOCAL_PARAMS,
     SMOKE_MODEL,
@@ -209,72 +206,61 @@ def test_cli_exports_then_skips_with_if_missing(tmp_path: Path) -> None:
 
 # config.pbtxt -----------------------------------------------------------------------------
 
-TRITON_DATA_TYPES = [
-    "TYPE_INVALID", "TYPE_BOOL", "TYPE_UINT8", "TYPE_UINT16", "TYPE_UINT32", "TYPE_UINT64",
-    "TYPE_INT8", "TYPE_INT16", "TYPE_INT32", "TYPE_INT64", "TYPE_FP16", "TYPE_FP32",
-    "TYPE_FP64", "TYPE_STRING", "TYPE_BF16",
-]  # fmt: skip
+ONNX_TO_TRITON: dict[int, int] = {
+    onnx.TensorProto.FLOAT: mc.TYPE_FP32,
+    onnx.TensorProto.FLOAT16: mc.TYPE_FP16,
+    onnx.TensorProto.INT64: mc.TYPE_INT64,
+}
+"""The graph's element type -> Triton's, written out here rather than taken from export."""
 
 
-def triton_model_config() -> Any:
-    """The fields of Triton's ``inference.ModelConfig`` (model_config.proto) that a minimal
-    ONNX config uses, as a protobuf message, so protobuf's own text parser checks the file."""
-    proto = descriptor_pb2.FileDescriptorProto(
-        name="poolserve_test_triton.proto", package="inference", syntax="proto3"
-    )
-    enum = proto.enum_type.add(name="DataType")
-    for number, name in enumerate(TRITON_DATA_TYPES):
-        enum.value.add(name=name, number=number)
-    F = descriptor_pb2.FieldDescriptorProto
-
-    def message(name: str, fields: list[tuple[str, int, int, str]]) -> None:
-        msg = proto.message_type.add(name=name)
-        for number, (field, kind, label, type_name) in enumerate(fields, start=1):
-            added = msg.field.add(name=field, number=number, type=kind, label=label)
-            if type_name:
-                added.type_name = type_name
-
-    one, many = F.LABEL_OPTIONAL, F.LABEL_REPEATED
-    tensor = [
-        ("name", F.TYPE_STRING, one, ""),
-        ("data_type", F.TYPE_ENUM, one, ".inference.DataType"),
-        ("dims", F.TYPE_INT64, many, ""),
-    ]
-    message("ModelInput", tensor)
-    message("ModelOutput", tensor)
-    message(
-        "ModelConfig",
-        [
-            ("name", F.TYPE_STRING, one, ""),
-            ("platform", F.TYPE_STRING, one, ""),
-            ("max_batch_size", F.TYPE_INT32, one, ""),
-            ("input", F.TYPE_MESSAGE, many, ".inference.ModelInput"),
-            ("output", F.TYPE_MESSAGE, many, ".inference.ModelOutput"),
-        ],
-    )
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("inference.ModelConfig"))
+def triton_config(repo: Path, name: str) -> Any:
+    """``<name>/config.pbtxt`` as Triton's own ModelConfig; an unknown field fails the parse."""
+    return text_format.Parse((repo / name / "config.pbtxt").read_text(), mc.ModelConfig())
 
 
-def test_config_pbtxt_parses_as_tritons_model_config(repo: Path) -> None:
-    config_class = triton_model_config()
+def check_tensors(tensors: Any, values: Sequence[onnx.ValueInfoProto], batched: bool) -> None:
+    """Names, types and dims as the graph has them, the batch dim left to Triton if batched."""
+    assert [t.name for t in tensors] == [v.name for v in values]
+    for tensor, value in zip(tensors, values, strict=True):
+        assert tensor.data_type == ONNX_TO_TRITON[value.type.tensor_type.elem_type]
+        dims = [-1 if isinstance(d, str) else d for d in graph_dims(value)]
+        assert ([-1] if batched else []) + list(tensor.dims) == dims
+
+
+def test_config_pbtxt_is_tritons_model_config_for_the_graph(repo: Path) -> None:
     manifest = load_manifest(repo)
     for name, entry in manifest.models.items():
-        config = text_format.Parse((repo / name / "config.pbtxt").read_text(), config_class())
-        assert (config.name, config.platform, config.max_batch_size) == (
-            name,
-            "onnxruntime_onnx",
-            0,
+        config = triton_config(repo, name)
+        graph = onnx.load(str(repo / entry.path)).graph
+        assert (config.name, config.platform) == (name, "onnxruntime_onnx")
+        # Batched exactly when every input and output leads with a symbolic dim (here: all).
+        batched = config.max_batch_size > 0
+        assert batched == all(
+            isinstance(graph_dims(v)[0], str) for v in (*graph.input, *graph.output)
         )
-        for tensors, specs in ((config.input, entry.inputs), (config.output, entry.outputs)):
-            assert [t.name for t in tensors] == [s.name for s in specs]
-            assert [t.data_type for t in tensors] == [TRITON_DATA_TYPES.index("TYPE_FP32")] * len(
-                specs
-            )
-            for tensor, spec in zip(tensors, specs, strict=True):
-                assert list(tensor.dims) == [d if isinstance(d, int) else -1 for d in spec.shape]
-    descriptor = text_format.Parse(
-        (repo / SMOKE_MODEL / "config.pbtxt").read_text(), config_class()
-    )
-    assert list(descriptor.input[0].dims) == [-1, 3, -1, -1]
+        assert batched
+        assert config.max_batch_size == Settings.model_fields["max_batch_size"].default
+        check_tensors(config.input, graph.input, batched)
+        check_tensors(config.output, graph.output, batched)
+        assert config.dynamic_batching.max_queue_delay_microseconds == 2000
+        assert [(g.count, g.kind) for g in config.instance_group] == [
+            (1, mc.ModelInstanceGroup.KIND_GPU)
+        ]
+        assert config.parameters["cudnn_conv_algo_search"].string_value == "0"  # EXHAUSTIVE
+
+
+def test_config_pbtxt_warms_up_every_input_at_a_real_size(repo: Path) -> None:
+    sizes = {SMOKE_MODEL: [3, 224, 224], "nonlocal_pool": [256, 14, 14]}
+    for name, entry in load_manifest(repo).models.items():
+        (warmup,) = triton_config(repo, name).model_warmup
+        graph = onnx.load(str(repo / entry.path)).graph
+        assert warmup.batch_size == 1
+        assert sorted(warmup.inputs) == sorted(v.name for v in graph.input)
+        for value in graph.input:
+            sample = warmup.inputs[value.name]
+            assert sample.data_type == ONNX_TO_TRITON[value.type.tensor_type.elem_type]
+            assert sample.zero_data
+            assert list(sample.dims) == sizes[name]  # H, W: the preprocessing's size
+            for got, dim in zip(sample.dims, graph_dims(value)[1:], strict=True):
+                assert got == dim if isinstance(dim, int) else got >= (entry.min_hw or 1)
