@@ -74,9 +74,10 @@ COPY export/__init__.py ./export/
 COPY export/runtime ./export/runtime
 COPY app ./app
 COPY scripts ./scripts
-# The base dependencies only: no torch (it is in the `export` extra). check_runtime.py proves
-# it, and that the CUDA provider's libraries resolve, as far as a build without a GPU can.
-RUN pip install --no-cache-dir --editable . \
+# The base dependencies and the OIP gRPC extra, no torch (it is in the `export` extra).
+# check_runtime.py proves it, and that the CUDA provider's libraries resolve, as far as a
+# build without a GPU can.
+RUN pip install --no-cache-dir --editable ".[grpc]" \
     && pip check \
     && python scripts/check_runtime.py --cuda
 
@@ -90,7 +91,8 @@ ENV POOLSERVE_MODEL_REPOSITORY=/opt/poolserve/model_repository \
     POOLSERVE_HOST=0.0.0.0 \
     POOLSERVE_PORT=8000 \
     POOLSERVE_WORKERS=1
-EXPOSE 8000
+# HTTP (REST and OIP), and OIP gRPC when POOLSERVE_GRPC_PORT is set (compose sets 8001).
+EXPOSE 8000 8001
 
 # Model load and warm-up come before ready; compose may lengthen the start period.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \

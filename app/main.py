@@ -13,11 +13,12 @@ from fastapi.routing import APIRoute
 
 from app.api.deps import Services
 from app.api.main import api_router
-from app.api.routes.pool import openapi_components
+from app.api.routes import pool, v2
 from app.core.config import Settings
 from app.core.errors import install_error_handlers
 from app.core.metrics import Metrics
 from app.core.middleware import BodyLimitMiddleware, HeadAsGetMiddleware, MetricsMiddleware
+from app.grpc_server import start_grpc, stop_grpc
 from app.inference.batcher import DynamicBatcher
 from app.inference.descriptor import DescriptorEngine
 from app.inference.gate import InferenceGate
@@ -25,6 +26,8 @@ from app.inference.graph_cache import GraphCache
 from app.inference.pool import PoolEngine
 from app.inference.runner import Runner
 from app.inference.sessions import load_repository, pick_default_model
+from app.oip.service import OipService
+from app.oip.shm import SharedMemoryRegistry
 
 log = logging.getLogger("poolserve")
 
@@ -52,7 +55,13 @@ def load_services(settings: Settings, metrics: Metrics) -> Services:
     cache = GraphCache(settings.graph_cache_bytes, metrics)
     pools = PoolEngine(settings, runner, cache, models)
     descriptors = DescriptorEngine(settings, runner, models, default)
-    return Services(models, runner, pools, descriptors, default)
+    oip = OipService(settings, models, pools, descriptors)
+    shm = (
+        SharedMemoryRegistry(settings.max_shm_regions, settings.max_shm_bytes)
+        if settings.shared_memory
+        else None
+    )
+    return Services(models, runner, pools, descriptors, default, oip, shm)
 
 
 def _batcher(settings: Settings, runner: Runner, metrics: Metrics, model: str) -> DynamicBatcher:
@@ -71,10 +80,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services = await anyio.to_thread.run_sync(load_services, settings, app.state.metrics)
     app.state.services = services
     log.info("ready: %d models from %s", len(services.models), settings.model_repository)
+    grpc_server = None
     try:
+        grpc_server = await start_grpc(lambda: app.state.services, settings)
         yield
     finally:
+        await stop_grpc(grpc_server)  # before the engines its calls use close
         await services.runner.close()
+        if services.shm is not None:
+            services.shm.close()
         app.state.services = None
 
 
@@ -83,14 +97,14 @@ def _operation_id(route: APIRoute) -> str:
 
 
 def _install_openapi(app: FastAPI) -> None:
-    """The generated document plus the /pool JSON body schema (read by hand, not declared)."""
+    """The generated document plus the /pool and OIP body schemas (read by hand, not declared)."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = original()
             schema.setdefault("components", {}).setdefault("schemas", {}).update(
-                openapi_components()
+                pool.openapi_components() | v2.openapi_components()
             )
             app.openapi_schema = schema
         return app.openapi_schema

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -58,6 +59,10 @@ EXPECTED_DEFAULTS = {
     "header_timeout_s": 10.0,
     "body_timeout_s": 120.0,
     "keepalive_timeout_s": 5.0,
+    "grpc_port": None,
+    "shared_memory": False,
+    "max_shm_regions": 16,
+    "max_shm_bytes": 2048 * 2**20,
     "log_level": "info",
 }
 
@@ -99,3 +104,14 @@ def test_bad_values_are_refused(monkeypatch) -> None:
         Settings()
     with pytest.raises(ValidationError):
         Settings(providers=["CPUExecutionProvider"], max_images=0)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"host": "0.0.0.0"}, {"host": "192.168.1.2"}, {"workers": 2}],
+)
+def test_shared_memory_needs_loopback_and_one_worker(overrides: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="shared_memory needs host on loopback"):
+        Settings(shared_memory=True, **overrides)
+    Settings(shared_memory=False, **overrides)  # fine without it
+    Settings(shared_memory=True, host="::1")

@@ -69,4 +69,5 @@ def test_openapi_contract(api_schema: schemathesis.BaseSchema) -> None:
         labels.append(operation.label)
         _run_operation(operation)
     # every route was fuzzed, none silently skipped
-    assert {"POST /pool", "POST /descriptor", "GET /models", "GET /health/ready"} <= set(labels)
+    expected = {"POST /pool", "POST /descriptor", "GET /models", "GET /health/ready"}
+    assert expected | {"POST /v2/models/{model}/infer", "GET /v2/models/{model}"} <= set(labels)

@@ -471,3 +471,20 @@ def test_to_json_tensor_is_strict_json_and_flat_c_order():
 def test_limits_are_validated():
     with pytest.raises(ValueError, match="max_elements"):
         TensorLimits(max_elements=0, max_rank=4)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [0, 4095, 70_000, -1])
+def test_check_finite_large_float32_finds_every_non_finite(bad: float, where: int) -> None:
+    arr = np.random.default_rng(0).standard_normal(80_000).astype(np.float32)
+    arr[where] = bad
+    with pytest.raises(CodecError) as info:
+        check_finite(arr.reshape(8, 10_000))
+    assert info.value.code == "non_finite"
+
+
+def test_check_finite_large_values_whose_squares_overflow_pass() -> None:
+    arr = np.full(10_000, 3e38, np.float32)  # finite, though its sum of squares is not
+    assert np.isfinite(arr).all()
+    check_finite(arr)
+    check_finite(np.asfortranarray(np.ones((100, 100), np.float32)))

@@ -86,7 +86,7 @@ def test_compose_reserves_a_gpu_and_has_a_cpu_profile() -> None:
     gpu, cpu = compose["services"]["poolserve"], compose["services"]["poolserve-cpu"]
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
-    assert gpu["ports"] == cpu["ports"] == ["127.0.0.1:8000:8000"]
+    assert gpu["ports"] == cpu["ports"] == ["127.0.0.1:8000:8000", "127.0.0.1:8001:8001"]
     assert gpu["environment"]["POOLSERVE_REQUIRE_CUDA"] == "1"
     assert cpu["profiles"] == ["cpu"]
     assert "deploy" not in cpu

@@ -14,6 +14,8 @@ from app.inference.descriptor import DescriptorEngine
 from app.inference.pool import PoolEngine
 from app.inference.runner import Runner
 from app.inference.sessions import LoadedModel
+from app.oip.service import OipService
+from app.oip.shm import SharedMemoryRegistry
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,9 @@ class Services:
     pools: PoolEngine
     descriptors: DescriptorEngine
     default_model: str | None
+    oip: OipService
+    shm: SharedMemoryRegistry | None = None
+    """The system shared-memory regions, when the setting turns them on."""
 
 
 def get_services(request: Request) -> Services:

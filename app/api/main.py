@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from app.api.routes import descriptor, health, metrics, models, pool
+from app.api.routes import descriptor, health, metrics, models, pool, v2
 
 api_router = APIRouter()
-for module in (pool, descriptor, health, models, metrics):
+for module in (pool, descriptor, health, models, metrics, v2):
     api_router.include_router(module.router)

@@ -1,5 +1,5 @@
 """Request and response formats shared by the routes: media types, ``Accept`` with its
-q-values, npy and JSON replies (large JSON encoded off the event loop), finite outputs.
+q-values, npy and JSON replies (large JSON encoded off the event loop).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 from fastapi import Request, Response
 
-from app.codecs.tensor import check_finite, encode_npy
+from app.codecs.tensor import encode_npy
 from app.core.errors import ApiError, ErrorCode
 from app.core.offload import OFF_LOOP_ELEMENTS, off_loop_if
 
@@ -93,16 +93,3 @@ def json_tensor(arr: np.ndarray) -> dict[str, Any]:
     NaN or Infinity."""
     data = np.ascontiguousarray(arr).ravel()
     return {"shape": list(arr.shape), "dtype": arr.dtype.name, "data": data}
-
-
-def check_output(arr: np.ndarray, what: str) -> None:
-    """Finite input can still overflow (a float32 sum past 3.4e38, x**p with a huge p):
-    that is the request's doing, and JSON has no NaN; refuse it."""
-    try:
-        check_finite(arr)
-    except ApiError:
-        raise ApiError(
-            ErrorCode.NON_FINITE_RESULT,
-            f"{what} overflows for this input (NaN or infinite values in the result); "
-            "scale the input or change the params",
-        ) from None

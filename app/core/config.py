@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from export.runtime.sessions import CUDA
 
 MiB = 1024 * 1024
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 def _split_list(value: Any) -> Any:
@@ -240,6 +241,23 @@ class Settings(BaseSettings):
     keepalive_timeout_s: float = Field(
         5.0, gt=0, description="How long an idle keep-alive connection is kept open."
     )
+    grpc_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of the Open Inference Protocol gRPC service (needs the grpc extra); "
+        "unset = no gRPC.",
+    )
+    shared_memory: bool = Field(
+        False,
+        description="The OIP system shared-memory extension: clients on this host register "
+        "/dev/shm regions that inputs are read from and outputs written to. Needs host on "
+        "loopback and one worker (docs/oip.md says why).",
+    )
+    max_shm_regions: int = Field(16, ge=1, description="Most registered shared-memory regions.")
+    max_shm_bytes: int = Field(
+        2048 * MiB, ge=1, description="Most bytes of all registered shared-memory regions."
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
         "info", description="uvicorn and service log level."
     )
@@ -262,6 +280,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"require_cuda is set but providers {self.providers} do not include "
                 f"{CUDA}: add it to POOLSERVE_PROVIDERS or unset POOLSERVE_REQUIRE_CUDA"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _shared_memory_local(self) -> Settings:
+        if self.shared_memory and (self.host not in LOOPBACK_HOSTS or self.workers != 1):
+            raise ValueError(
+                "shared_memory needs host on loopback (127.0.0.1, ::1 or localhost) and one "
+                "worker: regions are files on this host, registered in one process"
             )
         return self
 

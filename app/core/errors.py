@@ -44,12 +44,35 @@ class ErrorCode(StrEnum):
     INVALID_JSON = "invalid_json", 400, "a body or part that must be JSON is not"
     NOT_FOUND = "not_found", 404, "no such route"
     UNKNOWN_MODEL = "unknown_model", 404, "no loaded model of that name (the message lists them)"
+    UNKNOWN_VERSION = "unknown_version", 404, "a model version the model does not have (OIP)"
+    UNKNOWN_REGION = "unknown_region", 404, "no registered shared-memory region of that name"
+    SHARED_MEMORY_OFF = (
+        "shared_memory_off",
+        403,
+        "system shared memory is off, or the client is not on the loopback interface",
+    )
+    REGION_EXISTS = "region_exists", 409, "a shared-memory region of that name is registered"
+    INVALID_INFERENCE_HEADER = (
+        "invalid_inference_header",
+        400,
+        "Inference-Header-Content-Length malformed, or beyond the body (OIP binary)",
+    )
+    BINARY_SIZE_MISMATCH = (
+        "binary_size_mismatch",
+        400,
+        "binary_data_size disagrees with the shape and datatype, or with the body (OIP binary)",
+    )
     METHOD_NOT_ALLOWED = "method_not_allowed", 405, "the route exists, not with this method"
     NOT_ACCEPTABLE = "not_acceptable", 406, "the result cannot be sent in the Accept format"
     BODY_TOO_LARGE = "body_too_large", 413, "body over max_body_bytes, counted on the stream"
     TENSOR_TOO_LARGE = "tensor_too_large", 413, "a tensor over max_tensor_elements"
     IMAGE_TOO_LARGE = "image_too_large", 413, "an image over max_image_pixels (from its header)"
     TOO_MANY_IMAGES = "too_many_images", 413, "more than max_images in one request"
+    TOO_MANY_REGIONS = (
+        "too_many_regions",
+        413,
+        "shared-memory regions over max_shm_regions or max_shm_bytes",
+    )
     OUTPUT_TOO_LARGE = (
         "output_too_large",
         413,
@@ -94,6 +117,14 @@ class ErrorCode(StrEnum):
     DUPLICATE_PART = "duplicate_part", 422, "a multipart field sent twice"
     MISSING_IMAGES = "missing_images", 422, "no images in the images field"
     IMAGE_TOO_SMALL = "image_too_small", 422, "an image smaller than the model's minimum"
+    UNKNOWN_OUTPUT = "unknown_output", 422, "an output the model does not have (OIP)"
+    BAD_BYTES = "bad_bytes", 422, "BYTES elements whose length prefixes do not fit their data"
+    BAD_REGION = (
+        "bad_region",
+        422,
+        "a region key outside /dev/shm, not a regular file, or smaller than declared",
+    )
+    REGION_BOUNDS = "region_bounds", 422, "a shared-memory offset or byte size beyond the region"
     INTERNAL = "internal", 500, "an unexpected fault (logged; no details returned)"
     NOT_READY = "not_ready", 503, "models still loading (Retry-After)"
     OVERLOADED = "overloaded", 503, "every slot and queue place taken (Retry-After)"
@@ -150,8 +181,10 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` entries for these error statuses, all with the envelope."""
     described = {
         400: "Malformed body (bad JSON or multipart).",
-        404: "Unknown model.",
+        403: "System shared memory is off, or the client is not on loopback.",
+        404: "Unknown model, version or shared-memory region.",
         406: "The result cannot be given in the requested format.",
+        409: "A shared-memory region of that name is registered already.",
         413: "Body, tensor or image over a limit.",
         415: "Unsupported or corrupt media.",
         422: "Invalid parameters, tensor or values (non_finite for NaN/Inf).",

@@ -17,10 +17,12 @@ from PIL import Image
 
 from app.codecs.image import decode_image, image_size
 from app.codecs.preprocess import Preprocessor
+from app.codecs.tensor import check_finite
 from app.core.config import Settings
 from app.core.errors import ApiError, ErrorCode
+from app.core.offload import OFF_LOOP_ELEMENTS, off_loop_if
 from app.inference.deadline import RunControl
-from app.inference.descriptor_budget import ImagePlan, plan_images
+from app.inference.descriptor_budget import ImagePlan, plan_images, price_tensor
 from app.inference.gate import HEAVY_FRACTION
 from app.inference.runner import Runner
 from app.inference.sessions import LoadedModel
@@ -74,6 +76,20 @@ class DescriptorEngine:
         async with self.runner.heavy.slot() if heavy else nullcontext():
             batches = await self.runner.on_worker(lambda: self._prepare(loaded, blobs, plans))
             return Described(loaded, await self._run(loaded, batches, control, heavy))
+
+    async def run_tensor(
+        self, name: str, x: np.ndarray, control: RunControl | None = None
+    ) -> np.ndarray:
+        """A repository model on a batch the client preprocessed itself: checked against
+        the model's input spec and priced like images of that size before it runs."""
+        loaded = self.models.get(name)
+        if loaded is None:
+            raise ApiError(ErrorCode.UNKNOWN_MODEL, "unknown model")
+        await off_loop_if(x.size > OFF_LOOP_ELEMENTS, _check_tensor, loaded, x)
+        gflops = price_tensor(loaded, x.shape, self.settings)
+        heavy = gflops > HEAVY_FRACTION * self.settings.max_descriptor_gflops
+        async with self.runner.heavy.slot() if heavy else nullcontext():
+            return await self.runner.run_model(name, x, control, heavy=heavy)
 
     def _price(self, loaded: LoadedModel, blobs: list[bytes]) -> tuple[list[ImagePlan], float]:
         """Each image's plan and the request's GFLOPs, from the headers alone (a worker
@@ -140,6 +156,22 @@ class DescriptorEngine:
             result[indices] = out
         assert result is not None  # at least one image: the route guarantees it
         return result
+
+
+def _check_tensor(loaded: LoadedModel, x: np.ndarray) -> None:
+    """x against the entry's dtype, fixed dims and minimum size."""
+    spec = loaded.entry.inputs[0]
+    if x.dtype.name != spec.dtype:
+        raise ApiError(ErrorCode.UNSUPPORTED_DTYPE, f"{loaded.name} takes {spec.dtype}")
+    fits = x.ndim == len(spec.shape) == 4 and all(
+        not isinstance(d, int) or x.shape[i] == d for i, d in enumerate(spec.shape)
+    )
+    if not fits:
+        raise ApiError(
+            ErrorCode.INVALID_INPUT, f"{loaded.name} takes inputs of shape {list(spec.shape)}"
+        )
+    _check_size(loaded, (int(x.shape[2]), int(x.shape[3])))
+    check_finite(x)
 
 
 def _check_size(loaded: LoadedModel, hw: tuple[int, int]) -> None:

@@ -60,6 +60,27 @@ def plan_images(
     return plans, gflops
 
 
+def price_tensor(loaded: LoadedModel, shape: tuple[int, ...], settings: Settings) -> float:
+    """The GFLOPs of running the model on a preprocessed (N, C, H, W) batch, or
+    ``ApiError`` when one image or the batch is over a budget."""
+    n, _, h, w = shape
+    cap = resolution_cap(loaded, settings)
+    if h * w > cap:
+        raise ApiError(
+            ErrorCode.TOO_EXPENSIVE,
+            f"{h}x{w} is {h * w} pixels, over {loaded.name}'s resolution cap of {cap} "
+            "(settings max_model_pixels, max_descriptor_gflops, max_descriptor_memory_bytes)",
+        )
+    if loaded.cost is None:
+        return 0.0
+    fed = n * h * w
+    gflops = fed * loaded.cost.flops_per_pixel / 1e9
+    _check(gflops, settings.max_descriptor_gflops, "GFLOPs", "max_descriptor_gflops")
+    _check(fed * loaded.cost.peak_bytes_per_pixel, settings.max_descriptor_memory_bytes,
+           "bytes of activations", "max_descriptor_memory_bytes")  # fmt: skip
+    return gflops
+
+
 def _plan_one(
     loaded: LoadedModel, size: Size, cap: int, settings: Settings
 ) -> tuple[ImagePlan, int]:

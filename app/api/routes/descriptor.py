@@ -12,12 +12,12 @@ from app.api.deps import ServicesDep, SettingsDep
 from app.api.disconnect import stopped_when_gone
 from app.api.negotiation import (
     NPY,
-    check_output,
     json_response,
     media_type,
     npy_response,
     wants_npy,
 )
+from app.codecs.tensor import check_output
 from app.core.config import Settings
 from app.core.errors import ApiError, ErrorCode, responses
 

@@ -16,7 +16,6 @@ from app.api.deps import ServicesDep, SettingsDep
 from app.api.disconnect import stopped_when_gone
 from app.api.negotiation import (
     NPY,
-    check_output,
     json_response,
     json_tensor,
     media_type,
@@ -26,6 +25,7 @@ from app.api.negotiation import (
 from app.codecs.tensor import (
     WIRE_DTYPES,
     TensorLimits,
+    check_output,
     decode_json_tensor,
     parse_npy,
 )
