@@ -89,11 +89,10 @@ def header_length(value: str | None, body_length: int, settings: Settings) -> in
     return length
 
 
-def parse_request(body: bytes, length: int) -> RestRequest:
+def parse_request(body: memoryview, length: int) -> RestRequest:
     """The request's header parsed and its binary inputs cut from the rest of the body."""
-    view = memoryview(body)
-    parsed = _parse_header(view[:length])
-    binary = view[length:]
+    parsed = _parse_header(body[:length])
+    binary = body[length:]
     inputs, at = [], 0
     for item in parsed.inputs:
         size = item.parameters.get(BINARY_SIZE)

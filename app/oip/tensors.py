@@ -65,6 +65,8 @@ def from_binary(
             f"{count * dtype.itemsize}",
         )
     array = np.frombuffer(raw, dtype=dtype, count=count).reshape(dims)
+    if not array.flags.aligned:  # e.g. after a JSON header of odd length: NumPy would crawl
+        array = array.copy()
     return InputTensor(name, kind, dims, array.astype(dtype.newbyteorder("="), copy=False))
 
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from starlette.datastructures import FormData, UploadFile
 
+from app.api.aligned_body import read_aligned
 from app.api.deps import ServicesDep, SettingsDep
 from app.api.disconnect import stopped_when_gone
 from app.api.negotiation import (
@@ -173,7 +174,7 @@ def _query_value(values: list[str]) -> Any:
     return parsed[0] if len(parsed) == 1 else parsed
 
 
-def _from_npy(request: Request, raw: bytes, settings: Settings) -> PoolRequest:
+def _from_npy(request: Request, raw: memoryview, settings: Settings) -> PoolRequest:
     query = request.query_params
     if any(len(query.getlist(key)) > 1 for key in RESERVED_QUERY):
         raise ApiError(ErrorCode.INVALID_QUERY, "give op and model at most once each")
@@ -252,7 +253,7 @@ async def _read(request: Request, settings: Settings) -> PoolRequest:
         # parsing a large JSON tensor takes a while: off the event loop too
         return await anyio.to_thread.run_sync(_from_json, await request.body(), settings)
     if kind in (NPY, "application/octet-stream"):
-        raw = await request.body()
+        raw = await read_aligned(request, 0)  # numpy pads its header to 64 bytes
         return await off_loop_if(len(raw) > OFF_LOOP_BYTES, _from_npy, request, raw, settings)
     raise ApiError(
         ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"send application/json, {NPY} or multipart/form-data"

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from app.api.aligned_body import read_aligned
 from app.api.deps import Services, ServicesDep, SettingsDep, get_services
 from app.api.disconnect import stopped_when_gone
 from app.api.negotiation import JSON
@@ -17,15 +18,17 @@ from app.core.config import Settings
 from app.core.errors import ApiError, ErrorCode, responses
 from app.core.offload import OFF_LOOP_BYTES, off_loop_if
 from app.oip.catalogue import SERVER_NAME, SERVER_VERSION, VERSION, OipModel
-from app.oip.exchange import Exchange, PlacedOutput
+from app.oip.datatypes import BYTES
+from app.oip.exchange import Exchange
 from app.oip.rest import (
     HEADER_LENGTH,
     InferRequestBody,
+    RestRequest,
     header_length,
     parse_request,
     response_parts,
 )
-from app.oip.service import InferCall
+from app.oip.service import InferCall, InferOutcome
 from models.pooling.errors import describe_validation_errors
 
 router = APIRouter(prefix="/v2", tags=["oip"])
@@ -120,33 +123,44 @@ async def infer(
 ) -> Response:
     target = services.oip.model(model, version)
     _refuse_encoding(request)
-    body = await request.body()
-    length = header_length(request.headers.get(HEADER_LENGTH), len(body), settings)
+    declared = request.headers.get(HEADER_LENGTH)
+    body = await read_aligned(request, _binary_start(declared))
+    length = header_length(declared, len(body), settings)
     parsed = await off_loop_if(length > OFF_LOOP_BYTES, parse_request, body, length)
     exchange = Exchange(settings, services.shm, _is_local(request))
     exchange.check_regions(parsed.outputs)
     binary_default = parsed.binary_default
-    inputs = await off_loop_if(len(body) > OFF_LOOP_BYTES, exchange.inputs, target, parsed.inputs)
+    # binary numeric inputs become views at once; JSON data and BYTES elements take work
+    costly = length > OFF_LOOP_BYTES or _bytes_elements_size(parsed) > OFF_LOOP_BYTES
+    inputs = await off_loop_if(costly, exchange.inputs, target, parsed.inputs)
     json_reply = exchange.json_reply(parsed.outputs, binary_default)
     async with stopped_when_gone(request) as control:
         call = InferCall(target, inputs, parsed.parameters, json_reply, control)
         outcome = await services.oip.infer(call)
     large = sum(v.nbytes for v in outcome.outputs.values()) > OFF_LOOP_BYTES
-    placed = await off_loop_if(
-        large, exchange.place, outcome.outputs, parsed.outputs, binary_default
-    )
-    return await off_loop_if(large, _reply, target, parsed.id, outcome.parameters, placed)
+    return await off_loop_if(large, _reply, exchange, target, parsed, outcome)
+
+
+def _bytes_elements_size(parsed: RestRequest) -> int:
+    return sum(len(w.raw) for w in parsed.inputs if w.raw is not None and w.datatype == BYTES)
 
 
 def _reply(
-    model: OipModel, request_id: str | None, parameters: dict[str, Any], placed: list[PlacedOutput]
+    exchange: Exchange, model: OipModel, parsed: RestRequest, outcome: InferOutcome
 ) -> Response:
-    header, parts = response_parts(model, request_id, parameters, placed)
+    """Outputs placed as asked (shared memory written here), then the response."""
+    placed = exchange.place(outcome.outputs, parsed.outputs, parsed.binary_default)
+    header, parts = response_parts(model, parsed.id, outcome.parameters, placed)
     if not parts:
         return Response(header, media_type=JSON)
     content = b"".join((header, *parts))
     headers = {"Inference-Header-Content-Length": str(len(header))}
     return Response(content, media_type="application/octet-stream", headers=headers)
+
+
+def _binary_start(declared: str | None) -> int:
+    """Where the binary tensors will start, if the header length is a plain number."""
+    return int(declared) if declared and declared.isdigit() and len(declared) < 19 else 0
 
 
 def _refuse_encoding(request: Request) -> None:
