@@ -1,14 +1,15 @@
 """`python -m bench [--quick] [--repository DIR] [--providers P1,P2]`: every comparison in
 turn, each printing its Markdown table: /pool bandwidth, per-op latency, /descriptor under
-load, the server's memory over 10,000 mixed requests, and normal requests beside the most
-expensive admissible ones. Missing models are exported first.
+load, the server's memory over 10,000 mixed requests, normal requests beside the most
+expensive admissible ones, and /pool over every transport (npy, OIP binary, shared memory,
+gRPC). Missing models are exported first.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from bench import descriptor, expensive, memory, ops, pool_bandwidth
+from bench import descriptor, expensive, memory, oip, ops, pool_bandwidth
 
 
 def main() -> None:
@@ -24,6 +25,7 @@ def main() -> None:
     descriptor.main(served)
     memory.main(served)
     expensive.main(served)
+    oip.main([*quick, "--repository", args.repository])
 
 
 if __name__ == "__main__":
