@@ -26,6 +26,7 @@ from app.inference.graph_cache import GraphCache
 from app.inference.pool import PoolEngine
 from app.inference.runner import Runner
 from app.inference.sessions import load_repository, pick_default_model
+from app.inference.tuning import active_provider, tune, usable_cores
 from app.oip.service import OipService
 from app.oip.shm import SharedMemoryRegistry
 
@@ -34,11 +35,14 @@ log = logging.getLogger("poolserve")
 
 def load_services(settings: Settings, metrics: Metrics) -> Services:
     """Everything the routes need; raises StartupError when the service must not start."""
+    settings, tuning = tune(settings, active_provider(settings), usable_cores())
+    log.info("%s", tuning.describe())
     manifest, models = load_repository(settings)
     default = pick_default_model(settings, manifest, models)
     for name, loaded in models.items():
         metrics.provider.labels(name, loaded.provider).set(1)
-    gate = InferenceGate(settings.max_concurrent_inferences, settings.max_waiting, metrics.waiting)
+    slots = settings.max_concurrent_inferences or 1  # tune() has set it
+    gate = InferenceGate(slots, settings.max_waiting, metrics.waiting)
     heavy = InferenceGate(
         settings.max_concurrent_heavy, settings.max_waiting, metrics.heavy_waiting
     )
@@ -61,7 +65,7 @@ def load_services(settings: Settings, metrics: Metrics) -> Services:
         if settings.shared_memory
         else None
     )
-    return Services(models, runner, pools, descriptors, default, oip, shm)
+    return Services(models, runner, pools, descriptors, default, oip, shm, tuning)
 
 
 def _batcher(settings: Settings, runner: Runner, metrics: Metrics, model: str) -> DynamicBatcher:

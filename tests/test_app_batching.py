@@ -137,10 +137,15 @@ def test_a_full_batch_queue_answers_503_with_retry_after(make_client) -> None:
     ("active", "settings", "expected"),
     [
         # cuDNN searches conv algorithms per input shape: every batch size is warmed
-        (["CUDAExecutionProvider", "CPUExecutionProvider"], {}, [1, 2, 3, 4, 5, 6, 7, 8]),
-        (["CPUExecutionProvider"], {}, [1, 8]),  # the largest sizes the CPU arena
+        (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+            {"batching": True},
+            [1, 2, 3, 4, 5, 6, 7, 8],
+        ),
+        (["CPUExecutionProvider"], {"batching": True}, [1, 8]),  # the largest sizes the arena
         (["CUDAExecutionProvider"], {"batching": False}, [1]),
-        (["CPUExecutionProvider"], {"max_batch_size": 1}, [1]),
+        (["CPUExecutionProvider"], {"batching": True, "max_batch_size": 1}, [1]),
+        (["CPUExecutionProvider"], {}, [1]),  # unset: tune() turns batching off on CPU
     ],
 )
 def test_warmup_covers_the_batches_the_batcher_forms(active, settings, expected) -> None:

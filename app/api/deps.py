@@ -14,6 +14,7 @@ from app.inference.descriptor import DescriptorEngine
 from app.inference.pool import PoolEngine
 from app.inference.runner import Runner
 from app.inference.sessions import LoadedModel
+from app.inference.tuning import Tuning
 from app.oip.service import OipService
 from app.oip.shm import SharedMemoryRegistry
 
@@ -30,6 +31,8 @@ class Services:
     oip: OipService
     shm: SharedMemoryRegistry | None = None
     """The system shared-memory regions, when the setting turns them on."""
+    tuning: Tuning | None = None
+    """Which provider-dependent defaults were applied (reported by /models)."""
 
 
 def get_services(request: Request) -> Services:

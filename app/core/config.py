@@ -91,8 +91,11 @@ class Settings(BaseSettings):
         "the image is at least twice the model's input size; faster decode, descriptors "
         "within the tolerance in docs/throughput.md.",
     )
-    intra_op_threads: int = Field(
-        0, ge=0, description="onnxruntime intra-op threads per session; 0 lets it choose."
+    intra_op_threads: int | None = Field(
+        None,
+        ge=0,
+        description="onnxruntime intra-op threads per session; 0 lets it choose. Unset: 1 "
+        "on CPU, 0 on CUDA.",
     )
     max_body_bytes: int = Field(
         256 * MiB, ge=1, description="Largest request body, counted on the stream (413 above)."
@@ -181,8 +184,11 @@ class Settings(BaseSettings):
         description="Longest one inference may run; past it onnxruntime is told to stop, its "
         "slot is freed and the answer is 504 deadline_exceeded.",
     )
-    max_concurrent_inferences: int = Field(
-        4, ge=1, description="Inferences running at once (each on a worker thread)."
+    max_concurrent_inferences: int | None = Field(
+        None,
+        ge=1,
+        description="Inferences running at once (each on a worker thread). Unset: one per "
+        "usable core on CPU, 4 on CUDA.",
     )
     max_concurrent_heavy: int = Field(
         1,
@@ -196,10 +202,11 @@ class Settings(BaseSettings):
         description="Requests allowed to wait for an inference slot; beyond it 503 with "
         "Retry-After.",
     )
-    batching: bool = Field(
-        True,
+    batching: bool | None = Field(
+        None,
         description="Coalesce concurrent /descriptor requests for one model into one run "
-        "(Triton-style dynamic batching).",
+        "(Triton-style dynamic batching). Unset: on with CUDA, off on CPU (where a batch "
+        "costs its images' sum).",
     )
     max_batch_size: int = Field(8, ge=1, description="Most images in one batched run.")
     max_queue_delay_ms: float = Field(

@@ -107,7 +107,7 @@ def open_session(
     session = create_session(
         model,
         settings.providers,
-        settings.intra_op_threads,
+        settings.intra_op_threads or 0,  # unset only before tune(): let onnxruntime choose
         provider_options=provider_options(settings),
         cpu_mem_arena=settings.cpu_mem_arena,
         mem_pattern=not one_off,

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.api.deps import ServicesDep
 from app.core.errors import responses
 from app.inference.sessions import LoadedModel
+from app.inference.tuning import Tuning
 from export.runtime.lowering import lowerings_for
 from models.pooling import get_pool_spec, list_pools
 
@@ -41,10 +42,17 @@ class OpInfo(BaseModel):
     params_schema: dict[str, Any]
 
 
+class TuningInfo(BaseModel):
+    provider: str = Field(description="the provider the defaults were chosen for")
+    values: dict[str, Any] = Field(description="batching, concurrency, intra-op threads in use")
+    defaulted: list[str] = Field(description="those left unset, so chosen for the provider")
+
+
 class ModelsResponse(BaseModel):
     default_model: str | None
     models: list[ModelInfo]
     ops: list[OpInfo]
+    tuning: TuningInfo | None
 
 
 def _model_info(m: LoadedModel) -> ModelInfo:
@@ -85,4 +93,13 @@ async def models(services: ServicesDep) -> ModelsResponse:
         default_model=services.default_model,
         models=[_model_info(m) for m in services.models.values()],
         ops=[_op_info(name, services) for name in list_pools()],
+        tuning=_tuning_info(services.tuning),
+    )
+
+
+def _tuning_info(tuning: Tuning | None) -> TuningInfo | None:
+    if tuning is None:
+        return None
+    return TuningInfo(
+        provider=tuning.provider, values=tuning.values, defaulted=list(tuning.defaulted)
     )
