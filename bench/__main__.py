@@ -1,15 +1,25 @@
 """`python -m bench [--quick] [--repository DIR] [--providers P1,P2]`: every comparison in
 turn, each printing its Markdown table: /pool bandwidth, per-op latency, /descriptor under
 load, the server's memory over 10,000 mixed requests, normal requests beside the most
-expensive admissible ones, and /pool over every transport (npy, OIP binary, shared memory,
-gRPC). Missing models are exported first.
+expensive admissible ones, /pool over every transport (npy, OIP binary, shared memory,
+gRPC), where a /pool request's time goes, and cache hits while misses stream. Missing
+models are exported first.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from bench import descriptor, expensive, memory, oip, ops, pool_bandwidth
+from bench import (
+    cache_contention,
+    descriptor,
+    expensive,
+    memory,
+    oip,
+    ops,
+    pool_bandwidth,
+    pool_breakdown,
+)
 
 
 def main() -> None:
@@ -26,6 +36,8 @@ def main() -> None:
     memory.main(served)
     expensive.main(served)
     oip.main([*quick, "--repository", args.repository])
+    pool_breakdown.main([*quick, "--repository", args.repository])
+    cache_contention.main(served)
 
 
 if __name__ == "__main__":

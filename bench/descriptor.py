@@ -133,11 +133,12 @@ def check_agree(reference: np.ndarray, other: np.ndarray, what: str) -> str:
 
 
 def parse_configs(text: str) -> dict[str, dict[str, str]]:
-    """``"batching=0;batching=1,max_batch_size=32"`` -> service settings per run."""
+    """``"batching=0;batching=1,max_batch_size=32"`` -> service settings per run; an empty
+    part is the provider's defaults."""
     configs = {}
     for part in text.split(";"):
         pairs = dict(item.split("=", 1) for item in part.split(",") if item)
-        configs[f"service, {part}"] = pairs
+        configs[f"service, {part or 'defaults'}"] = pairs
     return configs
 
 
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", help="comma list (default: the 640x480 model)")
     parser.add_argument("--scale", type=int, default=1, help="multiply every request count")
     parser.add_argument("--batch-sizes", default="", help="in-process batched rows, e.g. 8,32")
-    parser.add_argument("--configs", default="batching=1;batching=0", help="see parse_configs")
+    parser.add_argument("--configs", default=";batching=1", help="see parse_configs")
     args = parser.parse_args(argv)
     if args.quick:
         default, size, plan = "netvlad_poolformer_s12_224", (224, 224), {1: 4, 8: 16}

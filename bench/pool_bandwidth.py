@@ -4,6 +4,9 @@ reply; the JSON form at 4 MB, its size limit's order), against onnxruntime and t
 
 An HTTP row's time is the client's whole round trip: send the prepared body, wait, decode
 the reply into an array (``np.load`` / ``json.loads``). Bodies are encoded before timing.
+Every npy row is measured twice: with httpx, the client people use, and with the raw-socket
+client (``bench.raw_http``), because httpx's sync client is slower than the server; the JSON
+row is httpx only. Every /pool result is checked against torch ``max_pool2d`` first.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch.nn.functional as F
 from app.codecs.tensor import encode_npy
 from app.inference.binding import run_bound_or_plain
 from bench.common import emit_table, median, time_call
+from bench.raw_http import RawHttp
 from bench.server import ensure_repository, serve, serve_echo
 from export.runtime.graph import build_pool_graph
 from export.runtime.sessions import CUDA, create_session, run
@@ -99,53 +103,90 @@ def gpu_rows(x: np.ndarray, repeats: int) -> list[list[str]]:
     return [row(name, x.nbytes, median(time_call(fn, repeats))) for name, fn in cases.items()]
 
 
+def npy_request(x: np.ndarray) -> tuple[bytes, str, dict[str, str]]:
+    """The npy form of /pool max 2x2: body, path with the query, headers."""
+    headers = {"Content-Type": "application/x-npy", "Accept": "application/x-npy"}
+    return encode_npy(x), "/pool?op=max&kernel_size=2", headers
+
+
+def checked_seconds(
+    what: str, round_trip: Callable[[], np.ndarray], x: np.ndarray, repeats: int
+) -> float:
+    """Median seconds of ``round_trip``, after checking its result against torch once."""
+    if not np.array_equal(round_trip(), F.max_pool2d(torch.from_numpy(x), 2).numpy()):
+        raise RuntimeError(f"{what} does not match torch max_pool2d")
+    return median(time_call(round_trip, repeats))
+
+
 def http_seconds(client: httpx.Client, x: np.ndarray, form: str, repeats: int) -> float:
-    """Median round trip of /pool max 2x2 on ``x`` in the ``npy`` or ``json`` form."""
+    """Median round trip of /pool max 2x2 on ``x`` with httpx, in the ``npy`` or ``json``
+    form."""
     if form == "npy":
-        body, params = encode_npy(x), {"op": "max", "kernel_size": "2"}
-        headers = {"Content-Type": "application/x-npy", "Accept": "application/x-npy"}
+        body, path, headers = npy_request(x)
     else:
         tensor = {"shape": list(x.shape), "dtype": "float32", "data": x.ravel().tolist()}
         payload = {"op": "max", "params": {"kernel_size": 2}, "tensor": tensor}
-        body, params = json.dumps(payload).encode(), {}
+        body, path = json.dumps(payload).encode(), "/pool"
         headers = {"Content-Type": "application/json"}
-    expected = F.max_pool2d(torch.from_numpy(x), 2).numpy()
 
     def round_trip() -> np.ndarray:
-        reply = client.post("/pool", content=body, params=params, headers=headers)
+        reply = client.post(path, content=body, headers=headers)
         reply.raise_for_status()
         if form == "npy":
             return np.asarray(np.load(io.BytesIO(reply.content)))
         out = reply.json()["tensor"]
         return np.asarray(out["data"], np.float32).reshape(out["shape"])
 
-    if not np.array_equal(round_trip(), expected):
-        raise RuntimeError(f"/pool {form} does not match torch max_pool2d")
-    return median(time_call(round_trip, repeats))
+    return checked_seconds(f"/pool {form} (httpx)", round_trip, x, repeats)
 
 
-def echo_seconds(x: np.ndarray, repeats: int) -> float:
-    """Median round trip of the same npy body through the bare echo app (the HTTP floor)."""
+def raw_seconds(url: str, x: np.ndarray, repeats: int) -> float:
+    """The npy form's median round trip with the raw-socket client (``bench.raw_http``)."""
+    body, path, headers = npy_request(x)
+    with RawHttp(url) as raw:
+
+        def round_trip() -> np.ndarray:
+            reply = raw.post(path, body, headers)
+            if reply.status != 200:
+                raise RuntimeError(f"/pool npy: {reply.status} {bytes(reply.body[:200])!r}")
+            return np.asarray(np.load(io.BytesIO(reply.body)))
+
+        return checked_seconds("/pool npy (raw socket)", round_trip, x, repeats)
+
+
+def echo_seconds(x: np.ndarray, repeats: int) -> tuple[float, float]:
+    """Median round trips of the same npy body through the bare echo app (the HTTP floor),
+    with httpx and with the raw-socket client."""
     body = encode_npy(x)
     with serve_echo() as server, httpx.Client(base_url=server.url, timeout=600) as client:
-        return median(time_call(lambda: client.post("/", content=body).content, repeats))
+        by_httpx = median(time_call(lambda: client.post("/", content=body).content, repeats))
+        with RawHttp(server.url) as raw:
+            by_raw = median(time_call(lambda: raw.post("/", body).body, repeats))
+    return by_httpx, by_raw
 
 
 def http_rows(
     repository: Path, big: np.ndarray, small: np.ndarray, repeats: int
 ) -> list[list[str]]:
+    """Every HTTP row with httpx, and the npy rows again with the raw-socket client (httpx's
+    sync client is slower than the server); the JSON row stays httpx."""
     ensure_repository(repository, SERVER_MODELS)
-    floor = row("HTTP floor: bare ASGI echo, same uvicorn", big.nbytes, echo_seconds(big, repeats))
+    floor_httpx, floor_raw = echo_seconds(big, repeats)
+    floor = "HTTP floor: bare ASGI echo, same uvicorn"
+    rows = [row(f"{floor}, httpx", big.nbytes, floor_httpx),
+            row(f"{floor}, raw socket", big.nbytes, floor_raw)]  # fmt: skip
     with (
         serve(repository, SERVER_MODELS, providers="CPUExecutionProvider") as server,
         httpx.Client(base_url=server.url, timeout=600) as client,
     ):
-        return [
-            floor,
-            row("/pool npy over HTTP", big.nbytes, http_seconds(client, big, "npy", repeats)),
-            row("/pool npy over HTTP", small.nbytes, http_seconds(client, small, "npy", repeats)),
-            row("/pool JSON over HTTP", small.nbytes, http_seconds(client, small, "json", 5)),
-        ]
+        for x in (big, small):
+            rows.append(row("/pool npy over HTTP, httpx", x.nbytes,
+                            http_seconds(client, x, "npy", repeats)))  # fmt: skip
+            rows.append(row("/pool npy over HTTP, raw socket", x.nbytes,
+                            raw_seconds(server.url, x, repeats)))  # fmt: skip
+        rows.append(row("/pool JSON over HTTP, httpx", small.nbytes,
+                        http_seconds(client, small, "json", 5)))  # fmt: skip
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:

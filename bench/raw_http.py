@@ -50,6 +50,10 @@ class RawHttp:
         self.sock.sendall(body)
         return self._reply()
 
+    def get(self, path: str) -> RawReply:
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode("latin-1"))
+        return self._reply()
+
     def _reply(self) -> RawReply:
         head, rest = self._head()
         status_line, *header_lines = head.decode("latin-1").split("\r\n")

@@ -87,12 +87,21 @@ def _process(cmd: list[str], env: Mapping[str, str], ready_url: str) -> Iterator
 
 
 @contextmanager
-def serve(repository: Path, models: Sequence[str], **settings: object) -> Iterator[Server]:
+def serve(
+    repository: Path,
+    models: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    /,
+    **settings: object,
+) -> Iterator[Server]:
     """Run the service with these models and extra settings (``batching=False`` ->
-    ``POOLSERVE_BATCHING=False``) until the block exits."""
+    ``POOLSERVE_BATCHING=False``) until the block exits. ``env`` (positional, so that no
+    ``**settings`` can fill it) adds variables to this process's environment for the
+    server, e.g. ``{"GLIBC_TUNABLES": ...}``."""
     port = free_port()
-    env = {
+    full_env = {
         **os.environ,
+        **(env or {}),
         "POOLSERVE_MODEL_REPOSITORY": str(repository),
         "POOLSERVE_MODELS": ",".join(models),
         "POOLSERVE_PROVIDERS": "CPUExecutionProvider",
@@ -102,7 +111,7 @@ def serve(repository: Path, models: Sequence[str], **settings: object) -> Iterat
     }
     url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
-    with _process([sys.executable, "-m", "app"], env, f"{url}/health/ready") as pid:
+    with _process([sys.executable, "-m", "app"], full_env, f"{url}/health/ready") as pid:
         yield Server(url, pid, time.perf_counter() - started)
 
 

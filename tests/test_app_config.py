@@ -64,6 +64,16 @@ EXPECTED_DEFAULTS = {
     "max_shm_regions": 16,
     "max_shm_bytes": 2048 * 2**20,
     "log_level": "info",
+    "log_format": "text",
+    "api_keys": [],
+    "api_key_file": None,
+    "open_probes": True,
+    "cors_allow_origins": [],
+    "cors_allow_methods": ["GET", "POST"],
+    "cors_allow_headers": ["Authorization", "Content-Type", "Accept", "X-Request-ID"],
+    "cors_max_age_s": 600,
+    "drain_timeout_s": 20.0,
+    "exif_models": [],
 }
 
 

@@ -16,7 +16,7 @@ from export.runtime.sessions import CUDA
 def test_cpu_defaults_scale_with_cores(cores: int) -> None:
     resolved, tuning = tune(Settings(), CPU, cores)
     assert (resolved.batching, resolved.max_concurrent_inferences, resolved.intra_op_threads) == (
-        False, cores, 1
+        False, cores, cores
     )  # fmt: skip
     assert tuning.defaulted == ("batching", "max_concurrent_inferences", "intra_op_threads")
     assert "CPUExecutionProvider" in tuning.describe()

@@ -94,8 +94,8 @@ class Settings(BaseSettings):
     intra_op_threads: int | None = Field(
         None,
         ge=0,
-        description="onnxruntime intra-op threads per session; 0 lets it choose. Unset: 1 "
-        "on CPU, 0 on CUDA.",
+        description="onnxruntime intra-op threads per session; 0 lets it choose. Unset: one "
+        "per usable core on CPU, 0 on CUDA.",
     )
     max_body_bytes: int = Field(
         256 * MiB, ge=1, description="Largest request body, counted on the stream (413 above)."
@@ -268,8 +268,68 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
         "info", description="uvicorn and service log level."
     )
+    # issue 15 (operability) ------------------------------------------------------------
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text or as one JSON object per line (timestamp, level, "
+        "request id, and for each request its route, status, latency and byte counts).",
+    )
+    api_keys: StrList = Field(
+        default_factory=list,
+        description="Bearer tokens a request must carry (`Authorization: Bearer <key>`); "
+        "with none here and no api_key_file, no authentication.",
+    )
+    api_key_file: Path | None = Field(
+        None,
+        description="File of further bearer tokens, one per line (blank lines and # "
+        "comments ignored), read at start-up.",
+    )
+    open_probes: bool = Field(
+        True,
+        description="With API keys set, /health/*, /v2/health/* and /metrics still answer "
+        "without a key (for orchestrator probes and Prometheus).",
+    )
+    cors_allow_origins: StrList = Field(
+        default_factory=list,
+        description="Origins allowed to call the service from a browser (`*` for any); "
+        "empty turns CORS off.",
+    )
+    cors_allow_methods: StrList = Field(
+        default_factory=lambda: ["GET", "POST"],
+        description="Methods a cross-origin request may use (with cors_allow_origins).",
+    )
+    cors_allow_headers: StrList = Field(
+        default_factory=lambda: ["Authorization", "Content-Type", "Accept", "X-Request-ID"],
+        description="Request headers a cross-origin request may send.",
+    )
+    cors_max_age_s: int = Field(
+        600, ge=0, description="How long browsers may cache a CORS preflight answer."
+    )
+    drain_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="On SIGTERM, the longest in-flight requests may run before the process "
+        "exits anyway; new requests are refused meanwhile. Keep compose's stop_grace_period "
+        "above it.",
+    )
+    exif_models: StrList = Field(
+        default_factory=list,
+        description="Models whose images are turned upright by their EXIF orientation "
+        "before preprocessing (`*` for all). The rest ignore the tag, as the reference "
+        "pipelines (pytorch-NetVlad, Patch-NetVLAD, timm's eval transform) do.",
+    )
 
-    @field_validator("models", "providers", "downscale_models", mode="before")
+    @field_validator(
+        "models",
+        "providers",
+        "downscale_models",
+        "api_keys",
+        "cors_allow_origins",
+        "cors_allow_methods",
+        "cors_allow_headers",
+        "exif_models",
+        mode="before",
+    )
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import onnxruntime as ort
@@ -49,28 +49,33 @@ class GraphCache:
     def bytes(self) -> int:
         return self._bytes
 
-    def get_or_build(self, key: Hashable, build: Callable[[], PoolGraph]) -> PoolGraph:
-        """The cached graph for ``key``, building (outside the lock) on a miss."""
+    def get(self, key: Hashable) -> PoolGraph | None:
+        """The cached graph for ``key`` (now the most recently used), or None: a miss."""
         with self._lock:
             graph = self._items.get(key)
             if graph is not None:
                 self._items.move_to_end(key)
-                self._metrics.cache_hits.inc()
-                return graph
-        self._metrics.cache_misses.inc()
-        graph = build()  # two threads may build the same key once each; both are correct
-        with self._lock:
-            self._store(key, graph)
+        (self._metrics.cache_hits if graph is not None else self._metrics.cache_misses).inc()
         return graph
 
-    def _store(self, key: Hashable, graph: PoolGraph) -> None:
-        """Add ``graph`` and evict the least recently used until the cache fits (the newest
-        entry stays even when it alone is over: the run that built it still needs it)."""
+    def put(self, key: Hashable, graph: PoolGraph) -> PoolGraph:
+        """Add ``graph`` (two requests may build the same key; either is correct) and evict
+        the least recently used until the cache fits; the newest entry stays even when it
+        alone is over, since the run that built it still needs it."""
+        with self._lock:
+            evicted = self._store(key, graph)
+        del evicted  # their sessions are freed here, outside the lock hits take
+        return graph
+
+    def _store(self, key: Hashable, graph: PoolGraph) -> list[PoolGraph]:
         old = self._items.pop(key, None)
         self._bytes += graph.weight - (old.weight if old else 0)
         self._items[key] = graph
+        evicted = [old] if old else []
         while self._bytes > self._max_bytes and len(self._items) > 1:
-            _, evicted = self._items.popitem(last=False)
-            self._bytes -= evicted.weight
+            _, out = self._items.popitem(last=False)
+            self._bytes -= out.weight
+            evicted.append(out)
         self._metrics.cache_entries.set(len(self._items))
         self._metrics.cache_bytes.set(self._bytes)
+        return evicted

@@ -17,12 +17,14 @@ from typing import Any
 
 import anyio.to_thread
 import numpy as np
+import onnx
 
 from app.core.config import Settings
 from app.core.errors import ApiError, ErrorCode
 from app.core.offload import OFF_LOOP_ELEMENTS, off_loop_if
 from app.inference.deadline import RunControl
 from app.inference.gate import HEAVY_FRACTION
+from app.inference.graph_builder import BuildJob, GraphBuilder
 from app.inference.graph_cache import GraphCache, PoolGraph
 from app.inference.pool_inputs import check_inputs, draw_missing
 from app.inference.runner import Runner
@@ -30,7 +32,6 @@ from app.inference.sessions import LoadedModel, open_session
 from app.inference.trim import TRIM_AFTER_BYTES, release_freed_memory
 from export.runtime.cost import Cost, estimate
 from export.runtime.errors import LoweringError
-from export.runtime.graph import build_lowered_graph
 from export.runtime.lowering import FLOAT_DTYPES, Lowering, select_lowering
 from models.pooling import PoolError, get_pool_spec, list_pools, parse_params
 from models.pooling.params import PoolParams
@@ -87,6 +88,8 @@ class PoolEngine:
         self.runner = runner
         self.cache = cache
         self.models = models
+        self.builder = GraphBuilder(settings.max_waiting, runner.on_worker)
+        runner.on_close(self.builder.close)
 
     def entries_for(self, op: str) -> list[str]:
         """The loaded repository entries that hold a learnable op's weights."""
@@ -198,25 +201,28 @@ class PoolEngine:
         return cost
 
     async def _graph(self, lowering: Lowering, params: PoolParams, x: np.ndarray) -> PoolGraph:
-        """The cached session for this graph, built on a worker thread on a miss."""
+        """The cached session for this graph. A miss is built by the builder's process, and
+        its session opened on a worker thread: a hit never waits for a build."""
         static_hw = (int(x.shape[2]), int(x.shape[3])) if lowering.needs_static_hw else None
         key = (lowering.op, lowering.kind, params, x.dtype.name, static_hw)
-        return await self.runner.on_worker(
-            lambda: self.cache.get_or_build(
-                key, lambda: self._build(lowering, params, x.dtype.name, static_hw)
-            )
-        )
+        graph = self.cache.get(key)
+        if graph is not None:
+            return graph
+        job = BuildJob(lowering.op, lowering.kind, params, x.dtype.name, static_hw)
+        model = await self._build(job)
+        return await self.runner.on_worker(lambda: self.cache.put(key, self._open(lowering, model)))
 
-    def _build(
-        self, lowering: Lowering, params: PoolParams, dtype: str, static_hw: tuple[int, int] | None
-    ) -> PoolGraph:
+    async def _build(self, job: BuildJob) -> bytes:
         try:
-            model = build_lowered_graph(lowering, params, dtype, static_hw=static_hw)
+            return await self.builder.build(job)
         except LoweringError as exc:
             raise ApiError(ErrorCode.UNSUPPORTED_PARAMS, str(exc)) from None
-        session, active = open_session(model, self.settings, f"pool:{lowering.op}", one_off=True)
+
+    def _open(self, lowering: Lowering, model: bytes) -> PoolGraph:
+        proto = onnx.load_from_string(model)
+        session, active = open_session(proto, self.settings, f"pool:{lowering.op}", one_off=True)
         names = tuple(v.name for v in session.get_inputs())
-        return PoolGraph(session, tuple(active), names, model.ByteSize())
+        return PoolGraph(session, tuple(active), names, len(model))
 
 
 def _float_x(op: str, tensors: Mapping[str, np.ndarray]) -> np.ndarray:

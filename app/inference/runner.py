@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -53,6 +53,7 @@ class Runner:
         self.heavy = heavy or InferenceGate(1, 64, metrics.heavy_waiting)
         """The heavy lane: requests estimated at over HEAVY_FRACTION of a budget take one of
         its few slots first, so they cannot hold every inference slot (docs/throughput.md)."""
+        self._closers: list[Callable[[], Awaitable[None]]] = []
 
     async def run_model(
         self,
@@ -93,10 +94,16 @@ class Runner:
         name = loaded.input_names[0]
         return lambda rows: self._timed_run(model, loaded.session, {name: rows}, RunControl())[0]
 
+    def on_close(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Have ``close()`` await ``close`` too (the /pool graph builder's process)."""
+        self._closers.append(close)
+
     async def close(self) -> None:
-        """Drain and stop every batcher."""
+        """Drain and stop every batcher, then whatever registered with ``on_close``."""
         for batcher in self.batchers.values():
             await batcher.close()
+        for close in self._closers:
+            await close()
 
     async def run_session(
         self,

@@ -2,9 +2,12 @@
 intra-op threads left unset are chosen here, once, before any model loads.
 
 On CPU, onnxruntime takes almost all of the server's CPU and a batch costs about its images'
-sum: the best measured setup (docs/throughput.md, bench/RESULTS.md) runs one inference per
-core, one intra-op thread each, without batching. On CUDA a batch fills the GPU, so the
-service stays batch-friendly and lets onnxruntime size its CPU threads. A value the user
+sum, so batching is off and one inference runs per core. Each session may use every core
+too: requests over a tenth of a budget run one at a time in the heavy lane (a 640x480
+NetVLAD image is one), and a single-threaded run would leave the other cores idle; idle
+intra-op threads sleep, never spin, so overlapping light runs cost little (measured in
+bench/RESULTS.md, section 8). On CUDA a batch fills the GPU, so the service stays
+batch-friendly and lets onnxruntime size its CPU threads. A value the user
 sets always wins.
 """
 
@@ -37,7 +40,7 @@ class Tuning:
 
 
 def cpu_defaults(cores: int) -> dict[str, object]:
-    return {"batching": False, "max_concurrent_inferences": cores, "intra_op_threads": 1}
+    return {"batching": False, "max_concurrent_inferences": cores, "intra_op_threads": cores}
 
 
 def usable_cores() -> int:
