@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from app.core.auth import ApiKeys, load_api_keys
 from app.core.config import MiB, Settings
 from app.inference.sessions import StartupError
 
@@ -31,11 +32,15 @@ MAX_MESSAGE = 2**31 - 1
 _GRPC_MODULES = ("grpc", "tritonclient", "google")
 
 
-async def start_grpc(services: ServicesSource, settings: Settings) -> grpc.aio.Server | None:
-    """The started ``grpc.aio.Server``, or None when ``grpc_port`` is unset."""
+async def start_grpc(
+    services: ServicesSource, settings: Settings, keys: ApiKeys | None = None
+) -> grpc.aio.Server | None:
+    """The started ``grpc.aio.Server``, or None when ``grpc_port`` is unset. Calls need one of
+    ``keys`` (by default the settings' API keys) when there are any."""
     if settings.grpc_port is None:
         return None
     grpc_module, grpc_service = _imports()
+    keys = load_api_keys(settings) if keys is None else keys
     options = [
         ("grpc.max_receive_message_length", min(settings.max_body_bytes, MAX_MESSAGE)),
         (
@@ -43,7 +48,7 @@ async def start_grpc(services: ServicesSource, settings: Settings) -> grpc.aio.S
             min(settings.max_result_bytes + REPLY_HEADROOM, MAX_MESSAGE),
         ),
     ]
-    server = grpc_module.aio.server(options=options)
+    server = grpc_module.aio.server(options=options, interceptors=_interceptors(keys, settings))
     servicer = grpc_service.InferenceServicer(services, settings)
     handlers = grpc_service.method_handlers(servicer)
     server.add_generic_rpc_handlers(
@@ -63,6 +68,14 @@ async def stop_grpc(server: grpc.aio.Server | None) -> None:
     """Stop accepting calls and give those in flight GRACE_S to finish."""
     if server is not None:
         await server.stop(GRACE_S)
+
+
+def _interceptors(keys: ApiKeys, settings: Settings) -> list[Any]:
+    if not keys:
+        return []
+    from app.oip.grpc_auth import BearerAuthInterceptor  # imports grpc: only with grpc_port
+
+    return [BearerAuthInterceptor(keys, settings.open_probes)]
 
 
 def _imports() -> tuple[Any, Any]:

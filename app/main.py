@@ -14,10 +14,18 @@ from fastapi.routing import APIRoute
 from app.api.deps import Services
 from app.api.main import api_router
 from app.api.routes import pool, v2
+from app.core.access import RequestContextMiddleware
+from app.core.auth import BearerAuthMiddleware, load_api_keys
 from app.core.config import Settings
 from app.core.errors import install_error_handlers
 from app.core.metrics import Metrics
-from app.core.middleware import BodyLimitMiddleware, HeadAsGetMiddleware, MetricsMiddleware
+from app.core.middleware import (
+    CORS_EXPOSED_HEADERS,
+    BodyLimitMiddleware,
+    EnvelopeCORSMiddleware,
+    HeadAsGetMiddleware,
+    MetricsMiddleware,
+)
 from app.grpc_server import start_grpc, stop_grpc
 from app.inference.batcher import DynamicBatcher
 from app.inference.descriptor import DescriptorEngine
@@ -37,15 +45,17 @@ def load_services(settings: Settings, metrics: Metrics) -> Services:
     """Everything the routes need; raises StartupError when the service must not start."""
     settings, tuning = tune(settings, active_provider(settings), usable_cores())
     log.info("%s", tuning.describe())
+    metrics.set_build_info(tuning.provider)
     manifest, models = load_repository(settings)
     default = pick_default_model(settings, manifest, models)
     for name, loaded in models.items():
         metrics.provider.labels(name, loaded.provider).set(1)
     slots = settings.max_concurrent_inferences or 1  # tune() has set it
-    gate = InferenceGate(slots, settings.max_waiting, metrics.waiting)
+    gate = InferenceGate(slots, settings.max_waiting, metrics.waiting, metrics, "slot")
     heavy = InferenceGate(
-        settings.max_concurrent_heavy, settings.max_waiting, metrics.heavy_waiting
-    )
+        settings.max_concurrent_heavy, settings.max_waiting, metrics.heavy_waiting, metrics,
+        "heavy",
+    )  # fmt: skip
     runner = Runner(
         models, gate, metrics, io_binding=settings.io_binding,
         deadline_s=settings.inference_deadline_s, heavy=heavy,
@@ -58,7 +68,7 @@ def load_services(settings: Settings, metrics: Metrics) -> Services:
         }
     cache = GraphCache(settings.graph_cache_bytes, metrics)
     pools = PoolEngine(settings, runner, cache, models)
-    descriptors = DescriptorEngine(settings, runner, models, default)
+    descriptors = DescriptorEngine(settings, runner, models, default, metrics)
     oip = OipService(settings, models, pools, descriptors)
     shm = (
         SharedMemoryRegistry(settings.max_shm_regions, settings.max_shm_bytes)
@@ -74,7 +84,8 @@ def _batcher(settings: Settings, runner: Runner, metrics: Metrics, model: str) -
         settings.max_batch_size,
         settings.max_queue_delay_ms / 1000.0,
         settings.max_queue_size,
-        observer=lambda stats: metrics.observe_queue(model, stats.waits_s),
+        observer=lambda stats: metrics.observe_queue(model, "batch", stats.waits_s),
+        on_queue_size=metrics.queue_size.labels(model, "batch").set,
     )
 
 
@@ -86,7 +97,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     log.info("ready: %d models from %s", len(services.models), settings.model_repository)
     grpc_server = None
     try:
-        grpc_server = await start_grpc(lambda: app.state.services, settings)
+        keys = app.state.api_keys
+        grpc_server = await start_grpc(lambda: app.state.services, settings, keys)
         yield
     finally:
         await stop_grpc(grpc_server)  # before the engines its calls use close
@@ -138,5 +150,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         json_limit=settings.max_json_body_bytes,
     )
     app.add_middleware(HeadAsGetMiddleware)
+    app.state.api_keys = load_api_keys(settings)  # raises StartupError on a bad key file
+    if app.state.api_keys:  # inside the metrics: 401s are counted
+        app.add_middleware(
+            BearerAuthMiddleware, keys=app.state.api_keys, open_probes=settings.open_probes
+        )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    _add_cors(app, settings)  # outside the auth: preflights carry no key
+    app.add_middleware(RequestContextMiddleware)  # outermost: every reply carries its id
     return app
+
+
+def _add_cors(app: FastAPI, settings: Settings) -> None:
+    if settings.cors_allow_origins:  # off by default: OPTIONS is then a 405 like any method
+        app.add_middleware(
+            EnvelopeCORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=settings.cors_allow_methods,
+            allow_headers=settings.cors_allow_headers,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=settings.cors_max_age_s,
+        )

@@ -7,13 +7,16 @@ import sys
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
-from uvicorn.supervisors import Multiprocess
 
 from app.core.config import Settings
+from app.core.logs import settings_logging_config
 from app.http_limits import HttpLimits, LimitsConfig
+from app.shutdown import graceful_timeout_s
+from app.worker_metrics import MetricsMultiprocess, private_metrics_dir
 
-APP = "app.main:create_app"
-"""An import string, not the app: each worker process builds its own."""
+APP = "app.shutdown:served_app"
+"""An import string, not the app: each worker process builds its own (with the exit
+watchdog that bounds its shutdown, app/shutdown.py)."""
 
 
 def http_limits(settings: Settings) -> HttpLimits:
@@ -35,6 +38,9 @@ def uvicorn_config(settings: Settings) -> LimitsConfig:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        log_config=settings_logging_config(settings),  # applied again in every worker
+        access_log=False,  # ours (app/core/access.py) carries the request id and the route
+        timeout_graceful_shutdown=graceful_timeout_s(settings.drain_timeout_s),
     )
 
 
@@ -42,8 +48,9 @@ def run(config: uvicorn.Config) -> None:
     """What ``uvicorn.run`` does once it has built its Config (it takes no Config)."""
     server = uvicorn.Server(config)
     try:
-        if config.workers > 1:
-            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        if config.workers > 1:  # metrics: prometheus_client's multiprocess mode
+            with private_metrics_dir():
+                MetricsMultiprocess(config, sockets=[config.bind_socket()]).run()
             return
         server.run()
     except KeyboardInterrupt:

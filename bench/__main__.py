@@ -2,8 +2,8 @@
 turn, each printing its Markdown table: /pool bandwidth, per-op latency, /descriptor under
 load, the server's memory over 10,000 mixed requests, normal requests beside the most
 expensive admissible ones, /pool over every transport (npy, OIP binary, shared memory,
-gRPC), where a /pool request's time goes, and cache hits while misses stream. Missing
-models are exported first.
+gRPC), where a /pool request's time goes, cache hits while misses stream, and what a JSON
+reply costs against npy. Missing models are exported first.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from bench import (
     cache_contention,
     descriptor,
     expensive,
+    json_cost,
     memory,
     oip,
     ops,
@@ -38,6 +39,7 @@ def main() -> None:
     oip.main([*quick, "--repository", args.repository])
     pool_breakdown.main([*quick, "--repository", args.repository])
     cache_contention.main(served)
+    json_cost.main(served)
 
 
 if __name__ == "__main__":

@@ -16,4 +16,6 @@ if [[ -n "$nvidia_libs" ]]; then
     export LD_LIBRARY_PATH="${nvidia_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 
+# exec: python replaces this shell (PID 1 in the container), so SIGTERM reaches it and its
+# bounded drain (POOLSERVE_DRAIN_TIMEOUT_S) runs. Flags pass through: serve.sh --help.
 exec "$python" -m app "$@"

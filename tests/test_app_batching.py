@@ -92,7 +92,8 @@ def _queue_metrics(client) -> dict[str, float]:
     """count and sum of the smoke model's queue-time histogram, from /metrics."""
     found = {}
     for line in client.get("/metrics").text.splitlines():
-        if line.startswith("poolserve_queue_duration_seconds_") and SMOKE_MODEL in line:
+        batch_queue = SMOKE_MODEL in line and 'queue="batch"' in line
+        if line.startswith("poolserve_queue_duration_seconds_") and batch_queue:
             kind = line.split("{")[0].rsplit("_", 1)[1]
             found[kind] = float(line.rsplit(" ", 1)[1])
     return found

@@ -74,6 +74,7 @@ EXPECTED_DEFAULTS = {
     "cors_max_age_s": 600,
     "drain_timeout_s": 20.0,
     "exif_models": [],
+    "max_image_bytes": 64 * 1024 * 1024,
 }
 
 
@@ -109,7 +110,7 @@ def test_list_settings_from_env_as_comma_list_or_json(monkeypatch, raw: str) -> 
 
 
 def test_bad_values_are_refused(monkeypatch) -> None:
-    monkeypatch.setenv("POOLSERVE_PROVIDERS", "")
+    monkeypatch.setenv("POOLSERVE_PROVIDERS", " , ")  # a list of none ("" means the default)
     with pytest.raises(ValidationError):
         Settings()
     with pytest.raises(ValidationError):

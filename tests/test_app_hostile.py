@@ -4,8 +4,10 @@ service answers a normal request right after it (checklist item 36)."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import socket
 import struct
 import time
 import zlib
@@ -454,12 +456,120 @@ def test_descriptor_wrong_media(client: AppClient) -> None:
     hostile(
         client,
         415,
-        None,
+        "unsupported_media_type",
         "POST",
         "/descriptor",
-        content=b"{}",
-        headers={"content-type": "application/json"},
+        content=b'{"images": []}',
+        headers={"content-type": "text/plain"},
     )
+
+
+# --- /descriptor, JSON body -------------------------------------------------------------
+
+B64_JPEG = base64.b64encode(_jpeg()).decode()
+
+
+def _describe_json(client: AppClient, status: int, code: str, body: Any) -> None:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
+    hostile(client, status, code, "POST", "/descriptor", content=raw, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code"),
+    [
+        (b'{"images": [', 400, "invalid_json"),
+        (b'{"images": ["' + MARKER.encode() + b'\xff"]}', 400, "invalid_json"),  # not UTF-8
+        (b"[" * 100_000 + b"]" * 100_000, 400, "invalid_json"),  # past the parser's depth
+        (b'{"images": [1e999999]}', 422, "validation_error"),
+    ],
+)
+def test_descriptor_json_unparsable(client: AppClient, raw: bytes, status: int, code: str) -> None:
+    _describe_json(client, status, code, raw)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        "images",
+        {},
+        {"images": "QUJD"},  # one string, not a list
+        {"images": [1]},
+        {"images": [None]},
+        {"images": [["QUJD"]]},
+        {"images": [{"data": "QUJD"}]},
+        {"images": [B64_JPEG], "model": 5},
+        {"images": [B64_JPEG], MARKER: 1},  # unknown field: counted, never echoed
+    ],
+)
+def test_descriptor_json_wrong_types(client: AppClient, body: Any) -> None:
+    _describe_json(client, 422, "validation_error", body)
+
+
+def test_descriptor_json_count(client: AppClient) -> None:
+    _describe_json(client, 422, "missing_images", {"images": []})
+    _describe_json(client, 413, "too_many_images", {"images": [B64_JPEG] * 3})
+    # counted before any image is decoded: the broken third one is never reached
+    _describe_json(client, 413, "too_many_images", {"images": [B64_JPEG, B64_JPEG, MARKER]})
+    # a flood of tiny strings is counted before it is parsed (parsing would take ~7x the body)
+    flood = b'{"images": [' + b",".join([b'"QUJD"'] * 200_000) + b"]}"
+    _describe_json(client, 413, "too_many_images", flood)
+    full = {"images": [B64_JPEG] * 2, "model": "netvlad_poolformer_s12_224"}  # at the limit
+    assert client.post("/descriptor", json=full).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        MARKER,  # length not a multiple of 4
+        MARKER + "!!!!!",  # '!' is not in the alphabet ...
+        "QUJD\nQUJD",  # ... nor are line breaks
+        "QQ=",  # padding missing
+        "QQ==QQ==",  # data after the padding
+        "é" * 4,  # beyond ASCII
+        "data:image/png," + MARKER,  # a data URI must be base64
+        "data:image/png;base64" + MARKER,  # no comma
+    ],
+)
+def test_descriptor_json_bad_base64(client: AppClient, text: str) -> None:
+    _describe_json(client, 422, "bad_base64", {"images": [text]})
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("data:text/plain;base64,QUJD", "unsupported_media"),  # no image at all
+        (f"data:;base64,{B64_JPEG}", "unsupported_media"),  # RFC 2397's default: text/plain
+        ("data:image/gif;base64," + base64.b64encode(_image("GIF")).decode(), "unsupported_media"),
+        (f"data:image/{MARKER};base64,{B64_JPEG}", "unsupported_media"),
+        (base64.b64encode(_image("GIF")).decode(), "unsupported_media"),  # sniffed: GIF
+        (base64.b64encode(MARKER.encode() * 3).decode(), "bad_image"),
+        ("", "bad_image"),
+    ],
+)
+def test_descriptor_json_not_an_accepted_image(client: AppClient, text: str, code: str) -> None:
+    _describe_json(client, 415, code, {"images": [text]})
+
+
+def test_descriptor_json_refuses_urls_without_fetching(client: AppClient) -> None:
+    """A listener on loopback stands where the URL points: nothing may connect to it."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.2)
+        port = listener.getsockname()[1]
+        for url in (
+            f"http://127.0.0.1:{port}/{MARKER}.jpg",
+            f"HTTPS://127.0.0.1:{port}/a.jpg",
+            f"ftp://127.0.0.1:{port}/a.jpg",
+            "file:///etc/passwd",
+            f"//127.0.0.1:{port}/a.jpg",  # scheme-relative: not base64 either
+        ):
+            code = "bad_base64" if url.startswith("//") else "image_url"
+            _describe_json(client, 422, code, {"images": [url]})
+        with pytest.raises(TimeoutError):
+            listener.accept()
 
 
 def test_unknown_model(client: AppClient) -> None:

@@ -289,7 +289,8 @@ def with_orientation(image: Image.Image, fmt: str, orientation: int, **kw) -> by
 def test_exif_orientation_6_and_8_match_the_closed_form(fmt):
     data6 = with_orientation(Image.fromarray(PIXELS), fmt, 6, lossless=True)
     data8 = with_orientation(Image.fromarray(PIXELS), fmt, 8, lossless=True)
-    got6, got8 = pixels_of(decode_image(data6, MAX)), pixels_of(decode_image(data8, MAX))
+    got6 = pixels_of(decode_image(data6, MAX, exif=True))
+    got8 = pixels_of(decode_image(data8, MAX, exif=True))
     h, w = PIXELS.shape[:2]
     assert got6.shape == got8.shape == (w, h, 3)
     i, j = np.meshgrid(np.arange(w), np.arange(h), indexing="ij")
@@ -304,7 +305,8 @@ def test_exif_orientation_6_and_8_match_the_closed_form(fmt):
 def test_exif_orientation_6_on_jpeg():
     stored = Image.fromarray(PIXELS)
     plain = pixels_of(decode_image(encode(stored, "JPEG", quality=95), MAX))
-    rotated = pixels_of(decode_image(with_orientation(stored, "JPEG", 6, quality=95), MAX))
+    turned = with_orientation(stored, "JPEG", 6, quality=95)
+    rotated = pixels_of(decode_image(turned, MAX, exif=True))
     np.testing.assert_array_equal(rotated, np.rot90(plain, k=-1))  # same scan data, turned
 
 
@@ -406,7 +408,20 @@ def test_jpeg_layout_libjpeg_turbo_cannot_name_is_refused_not_a_crash():
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_every_exif_orientation_on_jpeg_matches_pillows_exif_transpose(orientation):
     data = with_orientation(photo(30, 20, 3), "JPEG", orientation, quality=90)
-    np.testing.assert_array_equal(pixels_of(decode_image(data, MAX)), pillow_decode(data))
+    got = pixels_of(decode_image(data, MAX, exif=True))
+    np.testing.assert_array_equal(got, pillow_decode(data))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "kw"), [("JPEG", {"quality": 90}), ("PNG", {}), ("WEBP", {"lossless": True})]
+)
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_ignored_by_default_as_plain_pillow_does(fmt, kw, orientation):
+    """The reference pipelines' decode: ``Image.open(f).convert("RGB")``, no transpose."""
+    data = with_orientation(photo(30, 20, 3), fmt, orientation, **kw)
+    stored = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    np.testing.assert_array_equal(pixels_of(decode_image(data, MAX)), stored)
+    assert image_size(data, MAX) == (30, 20)
 
 
 def pillow_draft(data: bytes, need: tuple[int, int]) -> np.ndarray:
@@ -429,7 +444,7 @@ def test_jpeg_draft_is_bit_identical_to_pillows_draft(orientation, divisor, widt
     upright = (height, width) if orientation == 6 else (width, height)
     need_w, need_h = need(*upright)
     stored_need = (need_h, need_w) if orientation == 6 else (need_w, need_h)
-    got = pixels_of(decode_image(data, MAX, draft=need))
+    got = pixels_of(decode_image(data, MAX, draft=need, exif=True))
     np.testing.assert_array_equal(got, pillow_draft(data, stored_need))
     assert got.shape[0] >= need_h  # never below what was asked
     assert got.shape[1] >= need_w
@@ -458,8 +473,8 @@ def test_multi_picture_jpeg_gives_the_first_picture():
 def test_image_size_is_the_decoded_size(fmt, kw, orientation):
     data = with_orientation(Image.fromarray(PIXELS), fmt, orientation, **kw)
     turned = orientation in (6, 8)
-    assert image_size(data, MAX) == ((20, 30) if turned else (30, 20))  # stored 30 x 20
-    assert image_size(data, MAX) == decode_image(data, MAX).size
+    assert image_size(data, MAX, exif=True) == ((20, 30) if turned else (30, 20))  # 30 x 20
+    assert image_size(data, MAX, exif=True) == decode_image(data, MAX, exif=True).size
 
 
 def png_with_chunk_before_iend(png: bytes, kind: bytes, payload: bytes) -> bytes:
@@ -485,8 +500,9 @@ XMP_6 = b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
 )
 def test_image_size_reads_png_orientation_written_after_the_pixels(kind, payload):
     data = png_with_chunk_before_iend(encode(Image.fromarray(PIXELS), "PNG"), kind, payload)
-    assert decode_image(data, MAX).size == (20, 30)  # Pillow honours the late metadata
-    assert image_size(data, MAX) == (20, 30)
+    assert decode_image(data, MAX, exif=True).size == (20, 30)  # Pillow honours it late
+    assert image_size(data, MAX, exif=True) == (20, 30)
+    assert image_size(data, MAX) == decode_image(data, MAX).size == (30, 20)  # as stored
 
 
 def test_image_size_reads_the_header_only():
@@ -507,7 +523,8 @@ def test_image_size_reads_the_header_only():
     # reads it, by decoding, so this one fails as its decode does
     late_exif = png_with_chunk_before_iend(broken, b"eXIf", exif_payload(6))
     with refused("bad_image"):
-        image_size(late_exif, 20_000_000)
+        image_size(late_exif, 20_000_000, exif=True)
+    assert image_size(late_exif, 20_000_000) == (4000, 3000)  # ignored: no decode
 
 
 @pytest.mark.parametrize(

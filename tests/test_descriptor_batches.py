@@ -54,7 +54,7 @@ class RecordingRunner:
     def __init__(self) -> None:
         self.batches: list[np.ndarray] = []
 
-    async def on_worker(self, fn: Any) -> Any:
+    async def on_worker(self, fn: Any, model: str | None = None) -> Any:
         return fn()
 
     async def run_model(self, model: str, rows: np.ndarray, *args: Any, **kw: Any) -> np.ndarray:
@@ -108,8 +108,8 @@ def test_jpeg_draft_decodes_smaller_but_at_least_the_needed_size(orientation: in
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=95, exif=exif.tobytes())
     blob = buf.getvalue()
-    full = decode_image(blob, MAX_PIXELS)
-    drafted = decode_image(blob, MAX_PIXELS, draft=lambda w, h: (w // 3, h // 3))
+    full = decode_image(blob, MAX_PIXELS, exif=True)
+    drafted = decode_image(blob, MAX_PIXELS, draft=lambda w, h: (w // 3, h // 3), exif=True)
     assert full.size == ((600, 800) if orientation == 6 else (800, 600))  # upright
     # libjpeg scales by 1/2: 1/4 would fall below a third of each side
     assert drafted.size == (full.width // 2, full.height // 2)

@@ -4,10 +4,16 @@
 import importlib.metadata
 import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml  # type: ignore[import-untyped]
 from packaging.requirements import Requirement
+
+from app.core.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -94,3 +100,50 @@ def test_compose_reserves_a_gpu_and_has_a_cpu_profile() -> None:
     assert gpu["healthcheck"]["test"] == ["CMD", "python", "scripts/healthcheck.py"]
     start_period = int(gpu["healthcheck"]["start_period"].rstrip("s"))
     assert start_period >= 120, "model load and warm-up need the time"
+
+
+def _compose() -> dict[str, Any]:
+    compose: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return compose
+
+
+def test_compose_passes_every_setting_and_pins_no_defaults() -> None:
+    for service in _compose()["services"].values():
+        environment = service["environment"]
+        for name in Settings.model_fields:
+            assert f"POOLSERVE_{name.upper()}" in environment, name
+        pinned = {"POOLSERVE_HOST", "POOLSERVE_PORT", "POOLSERVE_GRPC_PORT",
+                  "POOLSERVE_PROVIDERS", "POOLSERVE_REQUIRE_CUDA"}  # fmt: skip
+        for variable, value in environment.items():
+            if variable not in pinned:  # the service's default (e.g. per-provider tuning)
+                assert value == f"${{{variable}:-}}", variable
+
+
+def test_compose_stops_after_the_drain() -> None:
+    drain = Settings.model_fields["drain_timeout_s"].default
+    for service in _compose()["services"].values():
+        grace = service["stop_grace_period"]
+        assert grace.endswith("s")
+        assert float(grace[:-1]) > drain
+    assert re.search(
+        r'^exec "\$python" -m app "\$@"$', (ROOT / "scripts/serve.sh").read_text(), re.M
+    )
+
+
+def test_compose_takes_settings_from_dotenv(tmp_path: Path) -> None:
+    # The real docker-compose (`make docker-check`'s) reads .env beside the file.
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.fail("docker-compose is not installed (.ci/run installs it; apt-get install it)")
+    shutil.copy(ROOT / "docker-compose.yml", tmp_path)
+    (tmp_path / ".env").write_text("POOLSERVE_MAX_IMAGES=5\nPOOLSERVE_PORT=9999\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POOLSERVE_")}
+    result = subprocess.run(
+        [binary, "--profile", "cpu", "config"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    service = yaml.safe_load(result.stdout)["services"]["poolserve-cpu"]["environment"]
+    assert service["POOLSERVE_MAX_IMAGES"] == "5"
+    assert service["POOLSERVE_MAX_CONCURRENT_INFERENCES"] == ""  # empty: the default
+    assert service["POOLSERVE_PORT"] == "8000"  # the container's layout is not a setting

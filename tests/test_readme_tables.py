@@ -23,13 +23,14 @@ def test_readme_tables_are_in_step_with_the_code() -> None:
 
 def test_every_setting_is_a_row_with_its_default() -> None:
     rows = {
-        line.split("`")[1]: line
+        line.split("`")[3]: line
         for line in (ROOT / "README.md").read_text().splitlines()
-        if line.startswith("| `POOLSERVE_")
+        if line.startswith("| `--")
     }
     defaults = Settings()  # no POOLSERVE_* in the test environment: the model's defaults
     for name, field in Settings.model_fields.items():
         row = rows[f"POOLSERVE_{name.upper()}"]
+        assert row.startswith(f"| `--{name.replace('_', '-')}` |"), "the flag python -m app takes"
         assert str(field.description) in row
         value = getattr(defaults, name)
         if isinstance(value, int) and not isinstance(value, bool):
@@ -44,7 +45,7 @@ def test_a_stale_table_is_caught(tmp_path: Path) -> None:
     finally:
         sys.path.pop(0)
     readme = (ROOT / "README.md").read_text()
-    for lost in ("POOLSERVE_MAX_IMAGES`", "`non_finite`"):
+    for lost in ("`POOLSERVE_MAX_IMAGES`", "`non_finite`"):
         stale = "\n".join(line for line in readme.splitlines() if lost not in line)
         assert readme_tables.with_tables(stale) != stale
 
@@ -53,3 +54,19 @@ def test_every_error_code_is_a_row_with_its_status() -> None:
     rows = [line for line in (ROOT / "README.md").read_text().splitlines() if "| `" in line]
     for code in ErrorCode:
         assert any(f"| {code.status} | `{code.value}` |" in row for row in rows), code
+
+
+def test_env_example_and_compose_are_generated_too(tmp_path: Path) -> None:
+    # --check must also catch a stale .env.example or compose block, not only the README.
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import readme_tables
+    finally:
+        sys.path.pop(0)
+    example = (ROOT / ".env.example").read_text()
+    assert readme_tables.GENERATED[ROOT / ".env.example"](example) == example
+    stale = example.replace("# POOLSERVE_MAX_IMAGES=32\n", "")
+    assert readme_tables.GENERATED[ROOT / ".env.example"](stale) != stale
+    compose = (ROOT / "docker-compose.yml").read_text()
+    stale = compose.replace("  POOLSERVE_MAX_IMAGES: ${POOLSERVE_MAX_IMAGES:-}\n", "")
+    assert readme_tables.GENERATED[ROOT / "docker-compose.yml"](stale) == compose

@@ -21,8 +21,11 @@
    data unless ``ImageFile.LOAD_TRUNCATED_IMAGES`` is on: decoding refuses to run if it
    has been switched on anywhere in the process.
 4. Animated images (APNG, animated WebP) and multi-picture JPEGs: the first frame only.
-5. EXIF (or XMP) orientation is applied, as ``ImageOps.exif_transpose`` does, so the
-   result is upright. For JPEG it is read from the header before decoding.
+5. EXIF (or XMP) orientation: ignored by default, as the reference pipelines ignore it
+   (pytorch-NetVlad, Patch-NetVLAD and timm's eval transform open images with plain PIL),
+   so the pixels are those stored. With ``exif=True`` (the ``exif_models`` setting) it is
+   applied as ``ImageOps.exif_transpose`` does, so the result is upright; for JPEG it is
+   then read from the header before decoding.
 6. Modes, always ending in 8-bit RGB:
    - ``RGB``: as is. ``L`` and ``1``: grey replicated to R, G and B.
    - 16-bit grey (``I;16*``, ``I``): the high byte (``v >> 8``, values clipped to 0-65535
@@ -240,9 +243,12 @@ def _dct_scale(size: tuple[int, int], orientation: int, draft: DraftTarget) -> i
     return next((scale for scale in _DCT_SCALES if fits >= scale), 1)
 
 
-def _decode_jpeg(data: bytes, image: ImageFile.ImageFile, draft: DraftTarget | None) -> Image.Image:
-    """Strict libjpeg decode (see the module doc), at 1/scale in the DCT domain, upright."""
-    orientation = _orientation(image, data)
+def _decode_jpeg(
+    data: bytes, image: ImageFile.ImageFile, draft: DraftTarget | None, exif: bool
+) -> Image.Image:
+    """Strict libjpeg decode (see the module doc), at 1/scale in the DCT domain, upright
+    when ``exif``."""
+    orientation = _orientation(image, data) if exif else 1
     scale = 1 if draft is None else _dct_scale(image.size, orientation, draft)
     width, height = (-(-side // scale) for side in image.size)  # libjpeg rounds up
     cmyk = image.mode == "CMYK"
@@ -266,10 +272,13 @@ def _decode_jpeg(data: bytes, image: ImageFile.ImageFile, draft: DraftTarget | N
     return rgb if method is None else rgb.transpose(method)
 
 
-def decode_image(data: bytes, max_pixels: int, draft: DraftTarget | None = None) -> Image.Image:
-    """Decode an uploaded JPEG, PNG or WebP into an upright 8-bit RGB image.
+def decode_image(
+    data: bytes, max_pixels: int, draft: DraftTarget | None = None, *, exif: bool = False
+) -> Image.Image:
+    """Decode an uploaded JPEG, PNG or WebP into an 8-bit RGB image, as stored, or upright
+    by its EXIF orientation when ``exif``.
 
-    ``draft`` (JPEG only) maps the upright (width, height) to the smallest (width, height)
+    ``draft`` (JPEG only) maps the returned (width, height) to the smallest (width, height)
     the caller needs; libjpeg then decodes at 1/2, 1/4 or 1/8 scale in the DCT domain when
     the image is at least twice, four or eight times that size on both sides (never below
     it): much faster for large photos, but no longer the same pixels as a full decode and
@@ -283,9 +292,10 @@ def decode_image(data: bytes, max_pixels: int, draft: DraftTarget | None = None)
     image = _open_checked(data, max_pixels)
     try:
         if isinstance(image, JpegImagePlugin.JpegImageFile):  # multi-picture (MPO) too
-            return _decode_jpeg(data, image, draft)
+            return _decode_jpeg(data, image, draft, exif)
         image.load()  # the first frame only
-        ImageOps.exif_transpose(image, in_place=True)
+        if exif:
+            ImageOps.exif_transpose(image, in_place=True)
         return to_rgb(image)
     except Image.DecompressionBombError:
         raise _too_large(max_pixels) from None
@@ -293,16 +303,19 @@ def decode_image(data: bytes, max_pixels: int, draft: DraftTarget | None = None)
         raise _bad_image() from None
 
 
-def image_size(data: bytes, max_pixels: int) -> tuple[int, int]:
-    """The upright (width, height) ``decode_image(data, max_pixels)`` returns (no draft),
-    read from the header without decoding pixels: for admission control.
+def image_size(data: bytes, max_pixels: int, *, exif: bool = False) -> tuple[int, int]:
+    """The (width, height) ``decode_image(data, max_pixels, exif=exif)`` returns (no
+    draft), read from the header without decoding pixels: for admission control.
 
     Same format sniffing, header checks and errors as ``decode_image``: 415
     ``unsupported_media`` / ``bad_image``, 413 ``image_too_large``. Damage past the header
     (truncated pixel data) shows only when decoding. A PNG whose orientation metadata
-    follows its pixel data is the one case decoded here, as Pillow only reads it so.
+    follows its pixel data is the one case decoded here (with ``exif``), as Pillow only
+    reads it so.
     """
     image = _open_checked(data, max_pixels)
+    if not exif:
+        return image.size
     try:
         turned = _orientation(image, data) in _QUARTER_TURNS
     except Image.DecompressionBombError:

@@ -1,4 +1,5 @@
-"""Service settings: pydantic-settings, every field from the environment as ``POOLSERVE_<NAME>``.
+"""Service settings: pydantic-settings, every field from the environment as ``POOLSERVE_<NAME>``
+(an empty value means the default); ``python -m app`` adds flags and ``.env`` (app/core/cli.py).
 
 List fields (``models``, ``providers``) take a JSON list or a comma-separated string.
 The README's configuration table is generated from these fields and their descriptions.
@@ -35,7 +36,19 @@ StrList = Annotated[list[str], NoDecode]
 class Settings(BaseSettings):
     """Everything the service reads at start-up."""
 
-    model_config = SettingsConfigDict(env_prefix="POOLSERVE_", extra="ignore", frozen=True)
+    # An empty variable means the default (compose passes every setting, most of them empty).
+    # The cli_* keys only shape `python -m app`'s flags (app/core/cli.py): Settings() itself
+    # never reads sys.argv.
+    model_config = SettingsConfigDict(
+        env_prefix="POOLSERVE_",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+        cli_prog_name="python -m app",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_show_env_vars=True,
+    )
 
     model_repository: Path = Field(
         Path("model_repository"),
@@ -317,6 +330,12 @@ class Settings(BaseSettings):
         description="Models whose images are turned upright by their EXIF orientation "
         "before preprocessing (`*` for all). The rest ignore the tag, as the reference "
         "pipelines (pytorch-NetVlad, Patch-NetVLAD, timm's eval transform) do.",
+    )
+    max_image_bytes: int = Field(
+        64 * MiB,
+        ge=1,
+        description="Largest encoded image in a /descriptor request, in any body form (a "
+        "base64 image in JSON is measured by its decoded length, before decoding).",
     )
 
     @field_validator(

@@ -22,6 +22,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from app.core.json_response import OrjsonResponse
+from app.core.request_context import note_error
 from models.pooling.errors import describe_validation_errors
 
 log = logging.getLogger("poolserve")
@@ -42,6 +44,16 @@ class ErrorCode(StrEnum):
 
     BAD_REQUEST = "bad_request", 400, "malformed request (the framework's own 400)"
     INVALID_JSON = "invalid_json", 400, "a body or part that must be JSON is not"
+    CORS_REFUSED = (
+        "cors_refused",
+        400,
+        "a CORS preflight from an origin, or for a method or headers, that is not allowed",
+    )
+    UNAUTHORIZED = (
+        "unauthorized",
+        401,
+        "API keys are set and the request carries none or a wrong one (Authorization: Bearer)",
+    )
     NOT_FOUND = "not_found", 404, "no such route"
     UNKNOWN_MODEL = "unknown_model", 404, "no loaded model of that name (the message lists them)"
     UNKNOWN_VERSION = "unknown_version", 404, "a model version the model does not have (OIP)"
@@ -66,7 +78,11 @@ class ErrorCode(StrEnum):
     NOT_ACCEPTABLE = "not_acceptable", 406, "the result cannot be sent in the Accept format"
     BODY_TOO_LARGE = "body_too_large", 413, "body over max_body_bytes, counted on the stream"
     TENSOR_TOO_LARGE = "tensor_too_large", 413, "a tensor over max_tensor_elements"
-    IMAGE_TOO_LARGE = "image_too_large", 413, "an image over max_image_pixels (from its header)"
+    IMAGE_TOO_LARGE = (
+        "image_too_large",
+        413,
+        "an image over max_image_pixels (from its header) or max_image_bytes",
+    )
     TOO_MANY_IMAGES = "too_many_images", 413, "more than max_images in one request"
     TOO_MANY_REGIONS = (
         "too_many_regions",
@@ -88,6 +104,8 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type", 415, "a Content-Type the route does not take"
     UNSUPPORTED_MEDIA = "unsupported_media", 415, "an image format other than JPEG, PNG, WebP"
     BAD_IMAGE = "bad_image", 415, "a corrupt or truncated image"
+    BAD_BASE64 = "bad_base64", 422, "a JSON image that is not standard base64 with padding"
+    IMAGE_URL = "image_url", 422, "an image given as a URL: the service fetches nothing"
     VALIDATION_ERROR = "validation_error", 422, "the body or query does not match its schema"
     INVALID_REQUEST = "invalid_request", 422, "the framework's own 422"
     INVALID_QUERY = "invalid_query", 422, "a query parameter given twice"
@@ -130,6 +148,11 @@ class ErrorCode(StrEnum):
     OVERLOADED = "overloaded", 503, "every slot and queue place taken (Retry-After)"
     UNAVAILABLE = "unavailable", 503, "the framework's own 503"
     CANCELLED = "cancelled", 503, "the run was stopped because its client went away"
+    SHUTTING_DOWN = (
+        "shutting_down",
+        503,
+        "the request outlived the drain at shutdown (drain_timeout_s)",
+    )
     DEADLINE_EXCEEDED = (
         "deadline_exceeded",
         504,
@@ -174,7 +197,9 @@ class ApiError(Exception):
 def envelope(
     status: int, code: ErrorCode, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse({"error": message, "code": code}, status_code=status, headers=headers)
+    note_error(code)  # for the request's access line
+    body = {"error": message, "code": code}
+    return OrjsonResponse(body, status_code=status, headers=headers)
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

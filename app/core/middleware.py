@@ -10,10 +10,15 @@ from __future__ import annotations
 import json
 import time
 
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import ApiError, ErrorCode
+from app.core.errors import ApiError, ErrorCode, envelope
 from app.core.metrics import Metrics
+from app.core.request_context import note_error
+from app.core.request_model import model_note
 
 
 def _too_large(limit: int) -> ApiError:
@@ -21,6 +26,7 @@ def _too_large(limit: int) -> ApiError:
 
 
 async def _send_error(send: Send, error: ApiError) -> None:
+    note_error(error.code)  # for the request's access line
     body = json.dumps({"error": error.message, "code": error.code}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
@@ -94,8 +100,23 @@ class HeadAsGetMiddleware:
         await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
+ERROR_BODY_BYTES = 4096
+"""Enough of an error reply to read its envelope's code; longer ones are not envelopes."""
+
+
+def _envelope_code(body: bytes) -> str:
+    """The error envelope's ``code``, or ``unknown`` for a body that is not one."""
+    try:
+        code = json.loads(body).get("code")
+    except (ValueError, AttributeError):
+        return "unknown"
+    return code if isinstance(code, str) else "unknown"
+
+
 class MetricsMiddleware:
-    """Request count and latency per endpoint (route template), method and status."""
+    """Request count and latency per endpoint (route template), method and status; and,
+    for a request an engine tied to a model (``note_model``), its outcome per model with
+    the error envelope's code."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -107,18 +128,50 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        error_body = b""
 
         async def recording_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, error_body
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+            elif status >= 400 and len(error_body) < ERROR_BODY_BYTES:
+                error_body += message.get("body", b"")
             await send(message)
 
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe_request(
-                endpoint, scope.get("method", ""), status, time.perf_counter() - start
-            )
+        with model_note() as note:
+            try:
+                await self.app(scope, receive, recording_send)
+            finally:
+                route = scope.get("route")
+                endpoint = getattr(route, "path", None) or "unmatched"
+                self.metrics.observe_request(
+                    endpoint, scope.get("method", ""), status, time.perf_counter() - start
+                )
+                if "model" in note:
+                    code = _envelope_code(error_body) if status >= 400 else ""
+                    self.metrics.observe_outcome(note["model"], status, code)
+
+
+CORS_EXPOSED_HEADERS = (
+    "X-Request-ID",
+    "Retry-After",
+    "X-Poolserve-Provider",
+    "X-Poolserve-Lowering",
+)
+"""Reply headers a browser script may read."""
+
+
+class EnvelopeCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered 400 ``cors_refused`` in the envelope
+    (Starlette answers it in plain text)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != ErrorCode.CORS_REFUSED.status:
+            return response
+        refused = bytes(response.body).decode().removeprefix("Disallowed CORS ")
+        headers = {
+            k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")
+        }
+        message = f"CORS preflight refused: this {refused} is not allowed"
+        return envelope(ErrorCode.CORS_REFUSED.status, ErrorCode.CORS_REFUSED, message, headers)

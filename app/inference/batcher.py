@@ -73,6 +73,7 @@ class DynamicBatcher:
         max_queue_delay_s: float,
         max_queue_size: int,
         observer: Callable[[BatchStats], None] | None = None,
+        on_queue_size: Callable[[int], None] | None = None,
     ) -> None:
         """
         Args:
@@ -82,6 +83,8 @@ class DynamicBatcher:
             max_queue_delay_s: longest a request waits for companions (0: no waiting).
             max_queue_size: most requests waiting to be batched.
             observer: called with each batch's ``BatchStats`` (e.g. a histogram).
+            on_queue_size: called with the number of waiting requests whenever it changes
+                (e.g. a gauge).
         """
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_s < 0:
             raise ValueError(
@@ -92,6 +95,7 @@ class DynamicBatcher:
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queue_size = max_queue_size
         self.observer = observer
+        self.on_queue_size = on_queue_size
         self._queue: deque[_Request] = deque()
         self._arrival = asyncio.Event()
         self._closing = False
@@ -115,6 +119,7 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         request = _Request(rows, loop.create_future(), loop.time())
         self._queue.append(request)
+        self._queue_changed()
         self._arrival.set()
         if self._worker is None:
             self._worker = loop.create_task(self._serve(), name="dynamic-batcher")
@@ -123,6 +128,7 @@ class DynamicBatcher:
         except asyncio.CancelledError:
             if request in self._queue:  # not taken into a batch yet: free its place
                 self._queue.remove(request)
+                self._queue_changed()
             raise
 
     async def close(self, drain: bool = True) -> None:
@@ -151,6 +157,7 @@ class DynamicBatcher:
             request = self._queue.popleft()
             if not request.future.done():
                 request.future.set_exception(exc)
+        self._queue_changed()
 
     async def _serve_forever(self) -> None:
         while True:
@@ -199,6 +206,7 @@ class DynamicBatcher:
                 self._queue.remove(request)
                 taken.append(request)
                 rows += request.rows.shape[0]
+        self._queue_changed()
         return taken
 
     async def _run(self, batch: list[_Request]) -> None:
@@ -246,6 +254,14 @@ class DynamicBatcher:
             self._buffer = np.empty(shape, first.dtype)
         total = sum(a.shape[0] for a in arrays)
         return np.concatenate(arrays, axis=0, out=self._buffer[:total])
+
+    def _queue_changed(self) -> None:
+        if self.on_queue_size is None:
+            return
+        try:
+            self.on_queue_size(len(self._queue))
+        except Exception:  # a broken metric must not stop serving
+            log.exception("queue-size callback failed")
 
     def _observe(self, stats: BatchStats) -> None:
         if self.observer is None:

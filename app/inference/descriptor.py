@@ -20,7 +20,9 @@ from app.codecs.preprocess import Preprocessor
 from app.codecs.tensor import check_finite
 from app.core.config import Settings
 from app.core.errors import ApiError, ErrorCode
+from app.core.metrics import Metrics
 from app.core.offload import OFF_LOOP_ELEMENTS, off_loop_if
+from app.core.request_model import note_model
 from app.inference.deadline import RunControl
 from app.inference.descriptor_budget import ImagePlan, plan_images, price_tensor
 from app.inference.gate import HEAVY_FRACTION
@@ -46,11 +48,13 @@ class DescriptorEngine:
         runner: Runner,
         models: Mapping[str, LoadedModel],
         default_model: str | None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.runner = runner
         self.models = models
         self.default_model = default_model
+        self.metrics = metrics or Metrics()  # decode and preprocess times per model
 
     def image_model(self, name: str | None) -> LoadedModel:
         """The named image model, else the default one; 404 with the choices otherwise."""
@@ -61,7 +65,14 @@ class DescriptorEngine:
             raise ApiError(
                 ErrorCode.UNKNOWN_MODEL, f"unknown image model; loaded ones are {choices}"
             )
+        note_model(loaded.name)  # the request's outcome counts under this model
         return loaded
+
+    def applies_exif(self, name: str) -> bool:
+        """Whether ``name`` turns images upright by their EXIF orientation (``exif_models``);
+        the others ignore the tag, as the reference pipelines do."""
+        listed = self.settings.exif_models
+        return "*" in listed or name in listed
 
     async def describe(
         self, model: str | None, blobs: list[bytes], control: RunControl | None = None
@@ -73,8 +84,10 @@ class DescriptorEngine:
         loaded = self.image_model(model)
         plans, gflops = await anyio.to_thread.run_sync(self._price, loaded, blobs)
         heavy = gflops > HEAVY_FRACTION * self.settings.max_descriptor_gflops
-        async with self.runner.heavy.slot() if heavy else nullcontext():
-            batches = await self.runner.on_worker(lambda: self._prepare(loaded, blobs, plans))
+        async with self.runner.heavy.slot(loaded.name) if heavy else nullcontext():
+            batches = await self.runner.on_worker(
+                lambda: self._prepare(loaded, blobs, plans), loaded.name
+            )
             return Described(loaded, await self._run(loaded, batches, control, heavy))
 
     async def run_tensor(
@@ -85,16 +98,18 @@ class DescriptorEngine:
         loaded = self.models.get(name)
         if loaded is None:
             raise ApiError(ErrorCode.UNKNOWN_MODEL, "unknown model")
+        note_model(name)
         await off_loop_if(x.size > OFF_LOOP_ELEMENTS, _check_tensor, loaded, x)
         gflops = price_tensor(loaded, x.shape, self.settings)
         heavy = gflops > HEAVY_FRACTION * self.settings.max_descriptor_gflops
-        async with self.runner.heavy.slot() if heavy else nullcontext():
+        async with self.runner.heavy.slot(name) if heavy else nullcontext():
             return await self.runner.run_model(name, x, control, heavy=heavy)
 
     def _price(self, loaded: LoadedModel, blobs: list[bytes]) -> tuple[list[ImagePlan], float]:
         """Each image's plan and the request's GFLOPs, from the headers alone (a worker
         thread but no inference slot: a rare PNG must decode to find its orientation)."""
-        sizes = [image_size(blob, self.settings.max_image_pixels) for blob in blobs]
+        exif = self.applies_exif(loaded.name)
+        sizes = [image_size(blob, self.settings.max_image_pixels, exif=exif) for blob in blobs]
         return plan_images(loaded, sizes, self.settings)
 
     def _prepare(
@@ -112,11 +127,13 @@ class DescriptorEngine:
             return [(list(range(len(blobs))), self._fixed_batch(loaded, preprocess, blobs))]
         groups: dict[tuple[int, ...], tuple[list[int], list[np.ndarray]]] = {}
         for i, (blob, plan) in enumerate(zip(blobs, plans, strict=True)):
-            image = self._decode(preprocess, blob)
-            if plan.resize_to is not None:
-                image = image.resize(plan.resize_to, RESAMPLE[preprocess.policy.interpolation])
-            _check_size(loaded, preprocess.output_hw(*image.size))
-            x = preprocess(image)
+            with self.metrics.decode.labels(loaded.name).time():
+                image = self._decode(loaded, preprocess, blob)
+            with self.metrics.preprocess.labels(loaded.name).time():
+                if plan.resize_to is not None:
+                    image = image.resize(plan.resize_to, RESAMPLE[preprocess.policy.interpolation])
+                _check_size(loaded, preprocess.output_hw(*image.size))
+                x = preprocess(image)
             indices, tensors = groups.setdefault(x.shape, ([], []))
             indices.append(i)
             tensors.append(x)
@@ -129,12 +146,16 @@ class DescriptorEngine:
         _check_size(loaded, preprocess.fixed_hw)
         batch = np.empty((len(blobs), 3, *preprocess.fixed_hw), dtype=np.float32)
         for slot, blob in zip(batch, blobs, strict=True):
-            preprocess(self._decode(preprocess, blob), out=slot)
+            with self.metrics.decode.labels(loaded.name).time():
+                image = self._decode(loaded, preprocess, blob)
+            with self.metrics.preprocess.labels(loaded.name).time():
+                preprocess(image, out=slot)
         return batch
 
-    def _decode(self, preprocess: Preprocessor, blob: bytes) -> Image.Image:
+    def _decode(self, loaded: LoadedModel, preprocess: Preprocessor, blob: bytes) -> Image.Image:
         draft = preprocess.policy.resized_size if self.settings.jpeg_draft else None
-        return decode_image(blob, self.settings.max_image_pixels, draft)
+        exif = self.applies_exif(loaded.name)
+        return decode_image(blob, self.settings.max_image_pixels, draft, exif=exif)
 
     async def _run(
         self,

@@ -20,6 +20,7 @@ import onnxruntime as ort
 
 from app.core.errors import ApiError, ErrorCode
 from app.core.metrics import Metrics
+from app.core.request_model import note_model
 from app.inference.batcher import DynamicBatcher, QueueFullError
 from app.inference.binding import run_bound_or_plain
 from app.inference.deadline import RunControl, Watchdog
@@ -50,7 +51,7 @@ class Runner:
         self.io_binding = io_binding  # CUDA sessions only (see app.inference.binding)
         self.deadline_s = deadline_s
         self.watchdog = Watchdog()
-        self.heavy = heavy or InferenceGate(1, 64, metrics.heavy_waiting)
+        self.heavy = heavy or InferenceGate(1, 64, metrics.heavy_waiting, metrics, "heavy")
         """The heavy lane: requests estimated at over HEAVY_FRACTION of a budget take one of
         its few slots first, so they cannot hold every inference slot (docs/throughput.md)."""
         self._closers: list[Callable[[], Awaitable[None]]] = []
@@ -121,8 +122,9 @@ class Runner:
         /pool graphs are one-offs whose peak must not stay resident.
         """
         control = control or RunControl()
+        note_model(label)  # the request's outcome counts under this model (or pool:<op>)
         return await self.on_worker(
-            lambda: self._timed_run(label, session, feeds, control, shrink_arena)
+            lambda: self._timed_run(label, session, feeds, control, shrink_arena), label
         )
 
     def _timed_run(
@@ -152,10 +154,11 @@ class Runner:
         self.metrics.observe_inference(label, batch, time.perf_counter() - start)
         return result
 
-    async def on_worker(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` under the gate, mapping onnxruntime's run errors."""
+    async def on_worker(self, fn: Callable[[], T], model: str | None = None) -> T:
+        """Run ``fn`` under the gate, mapping onnxruntime's run errors; a named ``model``
+        has its wait counted in its queue metrics."""
         with _ort_errors_as_envelopes():
-            return await self.gate.run(fn)
+            return await self.gate.run(fn, model)
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""GET /metrics: Prometheus text format."""
+"""GET /metrics: Prometheus text format; with several workers, the totals of them all
+(``Metrics.registry`` reads prometheus_client's multiprocess files then)."""
 
 from __future__ import annotations
 
@@ -17,5 +18,6 @@ router = APIRouter(tags=["metrics"])
     responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
 )
 async def metrics(metrics: MetricsDep) -> Response:
-    """Request counts and latency, inference time, batch sizes, providers, graph cache."""
+    """Requests, per-model outcomes, queues, decode, preprocess and inference times, batch
+    sizes, providers, build info, graph cache, process metrics (README, "Metrics")."""
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

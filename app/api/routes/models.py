@@ -30,6 +30,10 @@ class ModelInfo(BaseModel):
     op: str | None
     params: dict[str, Any] | None
     preprocess: dict[str, Any] | None
+    exif: bool | None = Field(
+        description="image models: whether images are turned upright by their EXIF "
+        "orientation (exif_models) or taken as stored; null for tensor models"
+    )
 
 
 class OpInfo(BaseModel):
@@ -55,7 +59,7 @@ class ModelsResponse(BaseModel):
     tuning: TuningInfo | None
 
 
-def _model_info(m: LoadedModel) -> ModelInfo:
+def _model_info(m: LoadedModel, exif: bool | None) -> ModelInfo:
     entry = m.entry
     return ModelInfo(
         name=m.name,
@@ -70,6 +74,7 @@ def _model_info(m: LoadedModel) -> ModelInfo:
         op=entry.op,
         params=entry.params,
         preprocess=(entry.cfg or {}).get("preprocess"),
+        exif=exif,
     )
 
 
@@ -91,10 +96,14 @@ async def models(services: ServicesDep) -> ModelsResponse:
     """Models with I/O, dims, weights and providers; ops with their parameter schemas."""
     return ModelsResponse(
         default_model=services.default_model,
-        models=[_model_info(m) for m in services.models.values()],
+        models=[_model_info(m, _exif(m, services)) for m in services.models.values()],
         ops=[_op_info(name, services) for name in list_pools()],
         tuning=_tuning_info(services.tuning),
     )
+
+
+def _exif(m: LoadedModel, services: ServicesDep) -> bool | None:
+    return None if m.preprocess is None else services.descriptors.applies_exif(m.name)
 
 
 def _tuning_info(tuning: Tuning | None) -> TuningInfo | None:
