@@ -18,7 +18,7 @@ $(BIN)/python:
 
 # Re-install only when the dependency list changes.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e '.[export,dev]'
+	$(BIN)/python -m pip install -e '.[export,dev,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)

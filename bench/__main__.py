@@ -2,8 +2,9 @@
 turn, each printing its Markdown table: /pool bandwidth, per-op latency, /descriptor under
 load, the server's memory over 10,000 mixed requests, normal requests beside the most
 expensive admissible ones, /pool over every transport (npy, OIP binary, shared memory,
-gRPC), where a /pool request's time goes, cache hits while misses stream, and what a JSON
-reply costs against npy. Missing models are exported first.
+gRPC), where a /pool request's time goes, cache hits while misses stream, what a JSON
+reply costs against npy, and Ray Serve's overhead (needs the `ray` extra). Missing models
+are exported first.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from bench import (
     ops,
     pool_bandwidth,
     pool_breakdown,
+    ray_overhead,
 )
 
 
@@ -40,6 +42,7 @@ def main() -> None:
     pool_breakdown.main([*quick, "--repository", args.repository])
     cache_contention.main(served)
     json_cost.main(served)
+    ray_overhead.main([*quick, "--repository", args.repository])
 
 
 if __name__ == "__main__":
