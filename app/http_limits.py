@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -59,7 +59,7 @@ def error_response(
     code: ErrorCode, message: str, default_headers: list[tuple[bytes, bytes]]
 ) -> bytes:
     """The service's error envelope as raw HTTP/1.1 bytes, closing the connection."""
-    body = json.dumps({"error": message, "code": code.value}, separators=(",", ":")).encode()
+    body = orjson.dumps({"error": message, "code": code.value})
     lines = [STATUS_LINE[code.status]]
     lines += [name + b": " + value + b"\r\n" for name, value in default_headers]
     lines.append(b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body))

@@ -12,7 +12,6 @@ watchdog ends the process, its child processes first. ``python -m app`` serves
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import multiprocessing
 import os
@@ -21,6 +20,7 @@ import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 
 from app.core.config import Settings
@@ -65,10 +65,10 @@ def arm_exit_watchdog(budget_s: float) -> threading.Timer:
 
 
 async def _send_shutting_down(send: Send) -> None:
-    body = json.dumps(
+    body = orjson.dumps(
         {"error": "the server shut down before this request finished; retry",
          "code": ErrorCode.SHUTTING_DOWN.value}
-    ).encode()  # fmt: skip
+    )  # fmt: skip
     headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
                (b"content-length", str(len(body)).encode())]  # fmt: skip
     await send({"type": "http.response.start", "status": 503, "headers": headers})

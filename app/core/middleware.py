@@ -7,9 +7,9 @@ body has its own, smaller limit: it is parsed whole, so it must be refused on th
 
 from __future__ import annotations
 
-import json
 import time
 
+import orjson
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
@@ -27,7 +27,7 @@ def _too_large(limit: int) -> ApiError:
 
 async def _send_error(send: Send, error: ApiError) -> None:
     note_error(error.code)  # for the request's access line
-    body = json.dumps({"error": error.message, "code": error.code}).encode()
+    body = orjson.dumps({"error": error.message, "code": error.code})
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -107,7 +107,7 @@ ERROR_BODY_BYTES = 4096
 def _envelope_code(body: bytes) -> str:
     """The error envelope's ``code``, or ``unknown`` for a body that is not one."""
     try:
-        code = json.loads(body).get("code")
+        code = orjson.loads(body).get("code")
     except (ValueError, AttributeError):
         return "unknown"
     return code if isinstance(code, str) else "unknown"
