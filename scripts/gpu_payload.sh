@@ -23,7 +23,7 @@ download=(--no-deps --only-binary=:all: --python-version 3.12 --implementation c
 "$python" -m pip download -q "${download[@]}" -d "$dir/small" \
     fastapi starlette pydantic pydantic-core pydantic-settings python-dotenv typing-inspection \
     annotated-types typing-extensions python-multipart uvicorn httptools \
-    'onnxruntime-extensions>=0.15,<0.16' 'onnxconverter-common>=1.16,<1.17'
+    'onnxruntime-extensions>=0.15,<0.16' 'onnxconverter-common>=1.16,<1.17' orjson simplejpeg
 
 "$python" - "$dir/src" <<'EOF'
 import sys, zipfile
