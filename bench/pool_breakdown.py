@@ -27,12 +27,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +54,7 @@ from bench.memory import mix
 from bench.oip import closed_form, pooled_shape
 from bench.pool_bandwidth import SERVER_MODELS, feature_map
 from bench.raw_http import RawHttp
-from bench.server import Server, _process, ensure_repository, free_port, serve, serve_echo
+from bench.server import Server, ensure_repository, serve, serve_echo
 from export.runtime.graph import build_lowered_graph
 from export.runtime.lowering import select_lowering
 
@@ -82,21 +80,10 @@ EXPENSIVE = [
 Timings = dict[str, float]
 
 
-@contextmanager
-def serve_stages() -> Iterator[Server]:
-    """``bench.echo_app:stages`` under uvicorn with its defaults (httptools, uvloop)."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "bench.echo_app:stages", "--port", str(port),
-           "--log-level", "warning"]  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    with _process(cmd, os.environ, url) as pid:
-        yield Server(url, pid)
-
-
 def stage_app_stages(body: bytes, reply_bytes: int, repeats: int) -> tuple[Timings, list[int]]:
     """The 16 MB send and the body's receive under the bare stage app (each less an empty
     round trip), and the sizes of the chunks uvicorn delivered to read_aligned."""
-    with serve_stages() as server, RawHttp(server.url) as raw:
+    with serve_echo("bench.echo_app:stages") as server, RawHttp(server.url) as raw:
         empty = median(time_call(lambda: raw.post("/", b""), repeats))
         received = median(time_call(lambda: raw.post("/receive", body), repeats))
         chunks = [int(n) for n in json.loads(raw.post("/chunks", b"").body)]

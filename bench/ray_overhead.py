@@ -33,7 +33,7 @@ from app.codecs.tensor import encode_npy
 from bench.common import emit_table, median, served_parser, time_call
 from bench.descriptor import check_agree, service_runs, synthetic_jpegs
 from bench.raw_http import RawHttp
-from bench.server import READY_TIMEOUT_S, ensure_repository, free_port, serve
+from bench.server import READY_TIMEOUT_S, ensure_repository, free_port, serve, wait_ready
 
 TINY_TENSOR = {"shape": [1, 1, 2, 2], "data": [1, 2, 3, 4]}
 TINY = {"op": "max", "params": {"kernel_size": 2}, "tensor": TINY_TENSOR}
@@ -60,7 +60,7 @@ def serve_on_ray(
     process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(f"{url}/health/ready", process)
+        wait_ready(f"{url}/health/ready", process)
         yield url
     finally:
         process.send_signal(signal.SIGTERM)  # removes the app, shuts Ray down
@@ -69,20 +69,6 @@ def serve_on_ray(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"python -m app.ray_serve exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=5.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"Ray Serve was not ready within {READY_TIMEOUT_S:.0f} s")
 
 
 def _every_worker_ready(url: str, probes: int = 40) -> None:

@@ -56,8 +56,11 @@ class Server:
         return rss_mib(self.pid)
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], timeout_s: float = READY_TIMEOUT_S
+) -> None:
+    """Until ``url`` answers 200; raises when ``process`` exits first or time runs out."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with {process.returncode} before ready")
@@ -67,7 +70,7 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"the server was not ready within {READY_TIMEOUT_S:.0f} s")
+    raise RuntimeError(f"the server was not ready within {timeout_s:.0f} s")
 
 
 @contextmanager
@@ -75,7 +78,7 @@ def _process(cmd: list[str], env: Mapping[str, str], ready_url: str) -> Iterator
     """Run ``cmd`` until the block exits, once ``ready_url`` answers 200; yields its pid."""
     process = subprocess.Popen(cmd, env=dict(env))
     try:
-        _wait_ready(ready_url, process)
+        wait_ready(ready_url, process)
         yield process.pid
     finally:
         process.terminate()
@@ -116,10 +119,11 @@ def serve(
 
 
 @contextmanager
-def serve_echo() -> Iterator[Server]:
-    """``bench.echo_app`` under uvicorn with the service's defaults (httptools, uvloop)."""
+def serve_echo(app: str = "bench.echo_app:app") -> Iterator[Server]:
+    """An app of ``bench.echo_app`` under uvicorn with the service's defaults (httptools,
+    uvloop)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "bench.echo_app:app", "--port", str(port),
+    cmd = [sys.executable, "-m", "uvicorn", app, "--port", str(port),
            "--log-level", "warning"]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     with _process(cmd, os.environ, url) as pid:

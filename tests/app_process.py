@@ -8,14 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-READY_TIMEOUT_S = 120.0
+from bench.server import wait_ready
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
@@ -38,20 +35,6 @@ def run_app(
     )
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode} before ready")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the server was not ready within {READY_TIMEOUT_S:.0f} s")
-
-
 @contextmanager
 def served(
     args: Sequence[str], env: Mapping[str, str], cwd: Path, port: int
@@ -59,7 +42,7 @@ def served(
     """The server until the block exits (killed then if it still runs), once it is ready."""
     process = subprocess.Popen([sys.executable, "-m", "app", *args], env=dict(env), cwd=cwd)
     try:
-        wait_ready(f"http://127.0.0.1:{port}", process)
+        wait_ready(f"http://127.0.0.1:{port}/health/ready", process)
         yield process
     finally:
         _stop(process)

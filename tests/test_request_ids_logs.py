@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -28,7 +27,7 @@ import numpy as np
 import pytest
 
 from app.core.logs import make_handler
-from bench.server import free_port
+from bench.server import free_port, wait_ready
 from tests.app_fixtures import AppClient
 
 POOL_BODY = {
@@ -302,19 +301,6 @@ NOT_OURS = (
 )
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the server exited before it was ready"
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"not ready within {timeout_s} s")
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_python_m_app_writes_json_lines_to_stderr(
     app_repository: Path, tmp_path: Path, workers: int
@@ -336,7 +322,7 @@ def test_python_m_app_writes_json_lines_to_stderr(
     with stderr.open("wb") as sink:
         process = subprocess.Popen([sys.executable, "-m", "app"], env=env, stderr=sink)
         try:
-            _wait_ready(url, process, 120)
+            wait_ready(f"{url}/health/ready", process)
             with httpx.Client(base_url=url, timeout=30) as http:
                 ok = http.post("/pool", json=POOL_BODY, headers={"X-Request-ID": "proc-1"})
                 missing = http.get("/nowhere", headers={"X-Request-ID": "proc-2"})

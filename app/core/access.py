@@ -24,7 +24,6 @@ from app.core.request_context import (
     note_target,
     request_id_from,
 )
-from app.core.request_model import noted_model
 
 log = logging.getLogger("poolserve.access")
 faults = logging.getLogger("poolserve")
@@ -58,7 +57,6 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 tally.status = int(message["status"])
                 message = _with_request_id(message, context.request_id)
-                _note_engine_target()  # sent from inside, where the engines' note is set
             elif message["type"] == "http.response.body":
                 tally.bytes_out += len(message.get("body", b""))
             await send(message)
@@ -101,9 +99,9 @@ def _route(scope: Scope) -> str | None:
     return path if isinstance(path, str) else None
 
 
-def _note_engine_target() -> None:
+def _note_engine_target(context: RequestContext) -> None:
     """The model (or ``pool:<op>``) an engine resolved for the request, if any."""
-    label = noted_model()
+    label = context.resolved
     if label is not None and label.startswith(POOL_PREFIX):
         note_target(op=label.removeprefix(POOL_PREFIX))
     elif label is not None:
@@ -124,6 +122,7 @@ def _note_named_target(scope: Scope, context: RequestContext) -> None:
 
 
 def _log_access(scope: Scope, context: RequestContext, tally: _Tally) -> None:
+    _note_engine_target(context)
     _note_named_target(scope, context)
     status = tally.status  # None: no reply was sent (the client left first)
     fields: dict[str, Any] = {

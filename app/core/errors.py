@@ -194,6 +194,17 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+def check_json_numbers(numbers: int, limit: int, what: str, instead: str) -> None:
+    """413 ``output_too_large`` when a JSON reply would carry over ``limit`` numbers
+    (``max_json_result_elements``); ``instead`` names the binary form to ask for."""
+    if numbers > limit:
+        raise ApiError(
+            ErrorCode.OUTPUT_TOO_LARGE,
+            f"{what} would be {numbers} numbers, over the {limit} a JSON reply carries "
+            f"(max_json_result_elements); ask for {instead}",
+        )
+
+
 def envelope(
     status: int, code: ErrorCode, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:

@@ -17,8 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import ApiError, ErrorCode, envelope
 from app.core.metrics import Metrics
-from app.core.request_context import note_error
-from app.core.request_model import model_note
+from app.core.request_context import current, note_error
 
 
 def _too_large(limit: int) -> ApiError:
@@ -100,19 +99,6 @@ class HeadAsGetMiddleware:
         await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
-ERROR_BODY_BYTES = 4096
-"""Enough of an error reply to read its envelope's code; longer ones are not envelopes."""
-
-
-def _envelope_code(body: bytes) -> str:
-    """The error envelope's ``code``, or ``unknown`` for a body that is not one."""
-    try:
-        code = orjson.loads(body).get("code")
-    except (ValueError, AttributeError):
-        return "unknown"
-    return code if isinstance(code, str) else "unknown"
-
-
 class MetricsMiddleware:
     """Request count and latency per endpoint (route template), method and status; and,
     for a request an engine tied to a model (``note_model``), its outcome per model with
@@ -128,28 +114,30 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
-        error_body = b""
 
         async def recording_send(message: Message) -> None:
-            nonlocal status, error_body
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-            elif status >= 400 and len(error_body) < ERROR_BODY_BYTES:
-                error_body += message.get("body", b"")
             await send(message)
 
-        with model_note() as note:
-            try:
-                await self.app(scope, receive, recording_send)
-            finally:
-                route = scope.get("route")
-                endpoint = getattr(route, "path", None) or "unmatched"
-                self.metrics.observe_request(
-                    endpoint, scope.get("method", ""), status, time.perf_counter() - start
-                )
-                if "model" in note:
-                    code = _envelope_code(error_body) if status >= 400 else ""
-                    self.metrics.observe_outcome(note["model"], status, code)
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe_request(
+                endpoint, scope.get("method", ""), status, time.perf_counter() - start
+            )
+            self._observe_outcome(status)
+
+    def _observe_outcome(self, status: int) -> None:
+        """The outcome per model, for a request an engine resolved a model for."""
+        context = current()
+        if context is None or context.resolved is None:
+            return
+        code = (context.error_code or "unknown") if status >= 400 else ""
+        self.metrics.observe_outcome(context.resolved, status, code)
 
 
 CORS_EXPOSED_HEADERS = (

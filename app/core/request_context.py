@@ -1,6 +1,7 @@
-"""Who is being served right now: the request id, the model or op it named and the error code
-it got, in a context variable that log lines read (``logs.RequestIdFilter``) and the access
-line reports (``RequestContextMiddleware``).
+"""Who is being served right now: the request id, the model or op it named, the model an
+engine resolved for it and the error code it got, in a context variable that log lines read
+(``logs.RequestIdFilter``), the access line reports (``RequestContextMiddleware``) and the
+per-model metrics count (``MetricsMiddleware``).
 
 The context holds one mutable object per request, so a value noted deep in a route (an error
 code from the envelope) is seen by the middleware that opened it, and worker threads started
@@ -25,6 +26,9 @@ class RequestContext:
     model: str | None = None
     op: str | None = None
     error_code: str | None = None
+    resolved: str | None = None
+    """The model (or ``pool:<op>``) an engine resolved: the only name metrics label with,
+    so that names a client makes up never become label values."""
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("poolserve_request", default=None)
@@ -66,6 +70,14 @@ def note_error(code: str) -> None:
     context = _current.get()
     if context is not None:
         context.error_code = code
+
+
+def note_model(name: str) -> None:
+    """The model (or ``pool:<op>``) an engine resolved for the current request; a no-op
+    outside an HTTP request (gRPC, an engine's own tests)."""
+    context = _current.get()
+    if context is not None:
+        context.resolved = name
 
 
 def note_target(*, model: str | None = None, op: str | None = None) -> None:

@@ -22,7 +22,7 @@ from app.core.config import Settings
 from app.core.errors import ApiError, ErrorCode
 from app.core.metrics import Metrics
 from app.core.offload import OFF_LOOP_ELEMENTS, off_loop_if
-from app.core.request_model import note_model
+from app.core.request_context import note_model
 from app.inference.deadline import RunControl
 from app.inference.descriptor_budget import ImagePlan, plan_images, price_tensor
 from app.inference.gate import HEAVY_FRACTION

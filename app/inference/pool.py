@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from app.core.config import Settings
-from app.core.errors import ApiError, ErrorCode
+from app.core.errors import ApiError, ErrorCode, check_json_numbers
 from app.core.offload import OFF_LOOP_ELEMENTS, off_loop_if
 from app.inference.deadline import RunControl
 from app.inference.gate import HEAVY_FRACTION
@@ -260,12 +260,12 @@ def _admit_result(
             f"max_tensor_elements {settings.max_tensor_elements} or max_result_bytes "
             f"{settings.max_result_bytes}; send a smaller tensor",
         )
-    if request.json_reply and elements > settings.max_json_result_elements:
-        raise ApiError(
-            ErrorCode.OUTPUT_TOO_LARGE,
-            f"{request.op} would return {elements} elements, over the "
-            f"{settings.max_json_result_elements} a JSON reply carries "
-            "(max_json_result_elements); ask for Accept: application/x-npy",
+    if request.json_reply:
+        check_json_numbers(
+            elements,
+            settings.max_json_result_elements,
+            f"{request.op}'s result",
+            "Accept: application/x-npy",
         )
 
 

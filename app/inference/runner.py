@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from app.core.errors import ApiError, ErrorCode
 from app.core.metrics import Metrics
-from app.core.request_model import note_model
+from app.core.request_context import note_model
 from app.inference.batcher import DynamicBatcher, QueueFullError
 from app.inference.binding import run_bound_or_plain
 from app.inference.deadline import RunControl, Watchdog

@@ -16,7 +16,7 @@ import numpy as np
 
 from app.codecs.tensor import check_output
 from app.core.config import Settings
-from app.core.errors import ApiError, ErrorCode
+from app.core.errors import ApiError, ErrorCode, check_json_numbers
 from app.inference.deadline import RunControl
 from app.inference.descriptor import DescriptorEngine
 from app.inference.pool import PoolEngine, PoolRequest
@@ -90,7 +90,12 @@ class OipService:
         assert isinstance(blobs, list)  # the catalogue's IMAGE is BYTES
         loaded = self.descriptors.image_model(call.model.target)
         if call.json_reply:
-            _check_json_elements(len(blobs) * (loaded.dim or 1), self.settings)
+            check_json_numbers(
+                len(blobs) * (loaded.dim or 1),
+                self.settings.max_json_result_elements,
+                "the result",
+                "binary outputs",
+            )
         described = await self.descriptors.describe(loaded.name, blobs, call.control)
         name = call.model.outputs[0].name
         return InferOutcome({name: described.descriptors}, {"provider": loaded.provider})
@@ -121,7 +126,12 @@ class OipService:
             result = await self.pools.run(request)
             return InferOutcome(result.outputs, {"provider": result.provider})
         if call.json_reply:
-            _check_json_elements(x.shape[0] * (loaded.dim or 1), self.settings)
+            check_json_numbers(
+                x.shape[0] * (loaded.dim or 1),
+                self.settings.max_json_result_elements,
+                "the result",
+                "binary outputs",
+            )
         y = await self.descriptors.run_tensor(loaded.name, x, call.control)
         output = loaded.entry.outputs[0].name
         return InferOutcome(
@@ -156,13 +166,3 @@ def _tensor(call: InferCall, name: str) -> InputTensor:
 def _array(tensor: InputTensor) -> np.ndarray:
     assert isinstance(tensor.value, np.ndarray)  # only BYTES inputs hold elements
     return tensor.value
-
-
-def _check_json_elements(elements: int, settings: Settings) -> None:
-    if elements > settings.max_json_result_elements:
-        raise ApiError(
-            ErrorCode.OUTPUT_TOO_LARGE,
-            f"the result would be {elements} numbers, over the "
-            f"{settings.max_json_result_elements} a JSON reply carries "
-            "(max_json_result_elements); ask for binary outputs",
-        )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from ray import serve
 from ray.serve import Application
 
@@ -26,20 +26,11 @@ DEPLOYMENT = "Poolserve"
 Poolserve = serve.deployment(name=DEPLOYMENT)(serve.ingress()(PoolserveReplica))
 
 
-class BuildArgs(BaseModel):
-    """What a serve config's ``args`` may carry."""
+class BuildArgs(Scaling):
+    """What a serve config's ``args`` may carry: the scaling, and what every replica gets."""
 
     model_config = ConfigDict(extra="forbid")
 
-    replicas: int = Field(1, ge=1)
-    min_replicas: int | None = Field(None, ge=0)
-    max_replicas: int | None = Field(None, ge=1)
-    target_ongoing_requests: float = Field(2.0, gt=0)
-    num_cpus: float = Field(1.0, ge=0)
-    num_gpus: float = Field(0.0, ge=0)
-    max_queued_requests: int = Field(-1, ge=-1)
-    health_check_period_s: float = Field(10.0, gt=0)
-    health_check_timeout_s: float = Field(30.0, gt=0)
     metrics_interval_s: float = Field(5.0, ge=0)
     expected_digest: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     """Pin the repository digest; unset, it is computed from the builder's repository."""
@@ -55,17 +46,7 @@ class BuildArgs(BaseModel):
         return value
 
     def scaling(self) -> Scaling:
-        return Scaling(
-            replicas=self.replicas,
-            min_replicas=self.min_replicas,
-            max_replicas=self.max_replicas,
-            target_ongoing_requests=self.target_ongoing_requests,
-            num_cpus=self.num_cpus,
-            num_gpus=self.num_gpus,
-            max_queued_requests=self.max_queued_requests,
-            health_check_period_s=self.health_check_period_s,
-            health_check_timeout_s=self.health_check_timeout_s,
-        )
+        return Scaling(**self.model_dump(include=set(Scaling.model_fields)))
 
 
 def build_app(args: dict[str, Any]) -> Application:

@@ -12,31 +12,33 @@ Ray's queue instead of turning it away (docs/ray.md, "Two queues").
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.config import Settings
 from app.inference.tuning import CPU, TUNED, tune
 from export.runtime.sessions import CUDA
 
 
-@dataclass(frozen=True)
-class Scaling:
+class Scaling(BaseModel):
     """Replica count or autoscaling bounds, and each replica's resources."""
 
-    replicas: int = 1
-    min_replicas: int | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    replicas: int = Field(1, ge=1)
+    min_replicas: int | None = Field(None, ge=0)
     """Set: autoscale between min_replicas and max_replicas instead of a fixed count."""
-    max_replicas: int | None = None
-    target_ongoing_requests: float = 2.0
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
+    max_replicas: int | None = Field(None, ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
     """Fractional GPUs let several replicas share one device."""
-    max_queued_requests: int = -1
+    max_queued_requests: int = Field(-1, ge=-1)
     """Ray's queue per caller in front of the replicas; -1 = unbounded, Ray's default."""
-    health_check_period_s: float = 10.0
-    health_check_timeout_s: float = 30.0
+    health_check_period_s: float = Field(10.0, gt=0)
+    health_check_timeout_s: float = Field(30.0, gt=0)
 
     @property
     def autoscaling(self) -> bool:

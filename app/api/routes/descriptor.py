@@ -21,7 +21,7 @@ from app.api.negotiation import (
 from app.codecs.base64_image import base64_payload, decode_base64
 from app.codecs.tensor import check_output
 from app.core.config import Settings
-from app.core.errors import ApiError, ErrorCode, responses
+from app.core.errors import ApiError, ErrorCode, check_json_numbers, responses
 from app.core.offload import OFF_LOOP_BYTES, off_loop_if
 from models.pooling.errors import describe_validation_errors
 
@@ -177,7 +177,12 @@ async def descriptor(
     blobs, body_model = await _read_images(request, settings)
     loaded = services.descriptors.image_model(_chosen_model(model, body_model))
     if not npy:
-        _check_json_reply(len(blobs) * (loaded.dim or 1), settings)
+        check_json_numbers(
+            len(blobs) * (loaded.dim or 1),
+            settings.max_json_result_elements,
+            "the descriptors",
+            "Accept: application/x-npy",
+        )
     async with stopped_when_gone(request) as control:
         described = await services.descriptors.describe(loaded.name, blobs, control)
     descriptors = described.descriptors
@@ -193,13 +198,3 @@ async def descriptor(
         "weights": loaded.entry.weights,
     }
     return await json_response(body, headers, descriptors.size)
-
-
-def _check_json_reply(elements: int, settings: Settings) -> None:
-    if elements > settings.max_json_result_elements:
-        raise ApiError(
-            ErrorCode.OUTPUT_TOO_LARGE,
-            f"the descriptors would be {elements} numbers, over the "
-            f"{settings.max_json_result_elements} a JSON reply carries "
-            "(max_json_result_elements); ask for Accept: application/x-npy",
-        )
