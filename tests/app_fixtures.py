@@ -1,5 +1,6 @@
 """Reusable fixtures for the service tests: a small exported repository (built once per
-session), and an in-process client that runs the app's lifespan.
+session), an in-process client that runs the app's lifespan, and npy bodies written by
+NumPy itself (independent of the service's own codec).
 
 ``httpx.ASGITransport`` does not run the lifespan, so ``AppClient`` enters
 ``app.router.lifespan_context`` itself, on an event loop it owns, and offers a synchronous
@@ -9,6 +10,7 @@ session), and an in-process client that runs the app's lifespan.
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from fastapi import FastAPI
 
@@ -24,6 +27,26 @@ from app.core.config import Settings
 SMOKE_MODEL = "netvlad_poolformer_s12_224"
 APP_MODELS = (SMOKE_MODEL, "netvlad_head", "nonlocal_pool")
 CPU = ["CPUExecutionProvider"]
+NPY = "application/x-npy"
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    """``arr`` as an npy body, written by ``np.save``."""
+    buffer = io.BytesIO()
+    np.save(buffer, arr, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def pool_npy(http: httpx.Client, op: str, x: np.ndarray, **params: str) -> np.ndarray:
+    """/pool's npy result for ``op`` on ``x`` (the native route), asserted 200."""
+    r = http.post(
+        "/pool",
+        params={"op": op, **params},
+        content=npy_bytes(x),
+        headers={"content-type": NPY, "accept": NPY},
+    )
+    assert r.status_code == 200, r.text
+    return np.asarray(np.load(io.BytesIO(r.content), allow_pickle=False))
 
 
 class AppClient:

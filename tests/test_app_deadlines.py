@@ -3,7 +3,6 @@ gone, is terminated through onnxruntime's ``RunOptions.terminate`` and frees its
 
 from __future__ import annotations
 
-import io
 import socket
 import threading
 import time
@@ -20,7 +19,7 @@ from bench.server import serve
 from export.runtime.graph import build_pool_graph
 from export.runtime.sessions import ORT_ERRORS, create_session
 from models.pooling import parse_params
-from tests.app_fixtures import AppClient, app_settings, create_app
+from tests.app_fixtures import AppClient, app_settings, create_app, npy_bytes
 
 NPY = "application/x-npy"
 SLOW = {"op": "median", "kernel_size": "9", "stride": "1"}
@@ -31,12 +30,6 @@ QUICK = {
     "params": {"kernel_size": 2},
     "tensor": {"shape": [1, 1, 2, 2], "data": [1, 2, 3, 4]},
 }
-
-
-def _npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    return buf.getvalue()
 
 
 def _slow_session():
@@ -75,7 +68,7 @@ def test_a_run_past_its_deadline_is_504_and_frees_its_slot(app_repository: Path)
     )
     app = AppClient(create_app(settings)).start()
     try:
-        r = app.post("/pool", params=SLOW, content=_npy(SLOW_X), headers={"content-type": NPY})
+        r = app.post("/pool", params=SLOW, content=npy_bytes(SLOW_X), headers={"content-type": NPY})
         assert r.status_code == 504, r.text
         assert r.json()["code"] == "deadline_exceeded"
         # one slot and no waiting room: a slot still held would make this a 503
@@ -104,7 +97,7 @@ def test_a_client_that_goes_away_frees_its_slot(app_repository: Path) -> None:
         serve(app_repository, ["netvlad_head"], **settings) as server,
         httpx.Client(base_url=server.url, timeout=30) as client,
     ):
-        body, headers = _npy(SLOW_X), {"content-type": NPY}
+        body, headers = npy_bytes(SLOW_X), {"content-type": NPY}
         start = time.perf_counter()
         slow = client.post("/pool", params=SLOW, content=body, headers=headers)
         assert slow.status_code == 200

@@ -5,7 +5,6 @@ onnxruntime's arena after each run, so no run's peak stays resident."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 from bench.server import serve
+from tests.app_fixtures import npy_bytes
 
 NPY = "application/x-npy"
 X = np.random.default_rng(0).random((1, 16, 256, 256), dtype=np.float32)  # 4 MiB
@@ -27,12 +27,6 @@ EXPENSIVE: list[tuple[str, dict[str, Any], int]] = [
 ]
 
 
-def _npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    return buf.getvalue()
-
-
 @pytest.mark.slow
 def test_rss_returns_after_the_most_expensive_admitted_requests(app_repository: Path) -> None:
     with (
@@ -41,16 +35,16 @@ def test_rss_returns_after_the_most_expensive_admitted_requests(app_repository: 
     ):
         headers = {"content-type": NPY, "accept": NPY}
         small = client.post("/pool", params={"op": "max", "kernel_size": "2"},
-                            content=_npy(X[:, :1, :8, :8]), headers=headers)  # fmt: skip
+                            content=npy_bytes(X[:, :1, :8, :8]), headers=headers)  # fmt: skip
         assert small.status_code == 200
         baseline = server.rss_mib()
         for op, params, status in EXPENSIVE:
             query = {"op": op, **{k: json.dumps(v) for k, v in params.items()}}
-            r = client.post("/pool", params=query, content=_npy(X), headers=headers)
+            r = client.post("/pool", params=query, content=npy_bytes(X), headers=headers)
             assert r.status_code == status, (op, params, r.text[:300])
         for _round in range(2):  # the same graphs again: cached sessions keep no peak
             for op, params, _status in EXPENSIVE[:3]:
                 query = {"op": op, **{k: json.dumps(v) for k, v in params.items()}}
-                again = client.post("/pool", params=query, content=_npy(X), headers=headers)
+                again = client.post("/pool", params=query, content=npy_bytes(X), headers=headers)
                 assert again.status_code == 200
         assert server.rss_mib() <= baseline * 1.10, (baseline, server.rss_mib())

@@ -17,6 +17,7 @@ from export.repository import make_job
 from models.pooling import get_pool_spec, list_pools, parse_params
 from models.pooling.examples import example_inputs, example_shape
 from models.pooling.examples_torch import example_module, torch_outputs
+from tests.app_fixtures import npy_bytes
 
 NPY = "application/x-npy"
 RNG = np.random.default_rng(0)
@@ -62,12 +63,6 @@ def _case(app_client, op: str) -> Case:
     return Case(json.loads(json.dumps(sent)), model, tensors, expected)
 
 
-def _npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    return buf.getvalue()
-
-
 def _json_tensor(arr: np.ndarray) -> dict[str, Any]:
     return {"shape": list(arr.shape), "dtype": arr.dtype.name, "data": arr.ravel().tolist()}
 
@@ -86,9 +81,10 @@ def _send(client, op: str, form: str, case: Case, accept: str | None = None):
         if model:
             query["model"] = model
         headers["content-type"] = NPY
-        return client.post("/pool", params=query, content=_npy(x), headers=headers)
+        return client.post("/pool", params=query, content=npy_bytes(x), headers=headers)
     files = {
-        ("tensor" if k == "x" else k): (f"{k}.npy", _npy(v), NPY) for k, v in case.tensors.items()
+        ("tensor" if k == "x" else k): (f"{k}.npy", npy_bytes(v), NPY)
+        for k, v in case.tensors.items()
     }
     data = {"op": op, "params": json.dumps(params)}
     if model:
@@ -231,7 +227,7 @@ def test_npy_form_refuses_a_repeated_op(app_client) -> None:
     r = app_client.post(
         "/pool",
         params=[("op", "max"), ("op", "avg"), ("kernel_size", "2")],
-        content=_npy(_x(1, 1, 4, 4)),
+        content=npy_bytes(_x(1, 1, 4, 4)),
         headers={"content-type": NPY},
     )
     assert (r.status_code, r.json()["code"]) == (422, "invalid_query")

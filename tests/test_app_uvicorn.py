@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from bench.server import serve
+from tests.app_fixtures import npy_bytes
 
 NPY = "application/x-npy"
 X = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
@@ -26,12 +27,6 @@ def server(app_repository: Path) -> Iterator[httpx.Client]:
         httpx.Client(base_url=running.url, timeout=30) as client,
     ):
         yield client
-
-
-def _npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    return buf.getvalue()
 
 
 def _pool_json(client: httpx.Client) -> None:
@@ -55,7 +50,7 @@ def test_pool_npy(server: httpx.Client) -> None:
     r = server.post(
         "/pool",
         params={"op": "max", "kernel_size": "2"},
-        content=_npy(X),
+        content=npy_bytes(X),
         headers={"content-type": NPY, "accept": NPY},
     )
     assert r.status_code == 200, r.text

@@ -34,7 +34,7 @@ from examples.descriptor_client.inputs import collect
 from examples.descriptor_client.neighbours import nearest_neighbours
 from examples.descriptor_client.retry import retry_after_s
 from examples.descriptor_client.summary import Summary
-from tests.app_fixtures import SMOKE_MODEL
+from tests.app_fixtures import SMOKE_MODEL, npy_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 NPY = "application/x-npy"
@@ -54,12 +54,6 @@ def known_descriptor(i: int) -> np.ndarray:
 def expected_neighbours(i: int, top: int) -> list[tuple[int, float]]:
     others = [(j, math.cos(ANGLES[i] - ANGLES[j])) for j in range(len(ANGLES)) if j != i]
     return sorted(others, key=lambda pair: -pair[1])[:top]
-
-
-def npy_bytes(arr: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, arr, allow_pickle=False)
-    return buffer.getvalue()
 
 
 class Stub:

@@ -37,7 +37,7 @@ from app.oip.catalogue import OipModel, TensorMeta
 from app.oip.grpc_service import InferenceServicer, peer_is_local
 from app.oip.shm import SharedMemoryRegistry
 from bench.server import free_port, serve
-from tests.app_fixtures import SMOKE_MODEL
+from tests.app_fixtures import SMOKE_MODEL, pool_npy
 
 NPY = "application/x-npy"
 MAX_BODY = 64 * MiB
@@ -80,24 +80,6 @@ def _input(name: str, value: np.ndarray) -> triton.InferInput:
     tensor = triton.InferInput(name, list(value.shape), datatype)
     tensor.set_data_from_numpy(value)
     return tensor
-
-
-def _npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    return buf.getvalue()
-
-
-def _pool_npy(http: httpx.Client, op: str, x: np.ndarray, **params: str) -> np.ndarray:
-    r = http.post(
-        "/pool",
-        params={"op": op, **params},
-        content=_npy(x),
-        headers={"content-type": NPY, "accept": NPY},
-    )
-    assert r.status_code == 200, r.text
-    result: np.ndarray = np.load(io.BytesIO(r.content), allow_pickle=False)
-    return result
 
 
 def _jpeg(seed: int, size: tuple[int, int] = (300, 240)) -> bytes:
@@ -210,7 +192,7 @@ def test_list_param_as_json_string(
     result = client.infer("pool.avg", [_input("x", X)], parameters=params)
     expected = X.reshape(2, 3, 4, 2, 2, 4).mean(axis=(3, 5))
     np.testing.assert_allclose(result.as_numpy("y"), expected, rtol=1e-6, atol=1e-6)
-    native = _pool_npy(http, "avg", X, kernel_size="[2,4]", stride="[2,4]")
+    native = pool_npy(http, "avg", X, kernel_size="[2,4]", stride="[2,4]")
     np.testing.assert_array_equal(result.as_numpy("y"), native)
 
 
@@ -315,7 +297,7 @@ def test_shared_memory_input_and_output_equal_pool(
     assert output.parameters["shared_memory_offset"].int64_param == 32
     assert result.get_response().raw_output_contents == [b""]  # one entry per output
     y = shm.get_contents_as_numpy(region_out, np.float32, [2, 3, 4, 4], offset=32)
-    np.testing.assert_array_equal(y, _pool_npy(http, "max", X, kernel_size="2"))
+    np.testing.assert_array_equal(y, pool_npy(http, "max", X, kernel_size="2"))
     status = client.get_system_shared_memory_status(as_json=True)["regions"]
     assert {name: r["key"] for name, r in status.items()} == {"in": key_in, "out": key_out}
     client.unregister_system_shared_memory("in")

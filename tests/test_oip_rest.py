@@ -20,7 +20,7 @@ import tritonclient.http as triton
 from PIL import Image
 
 from bench.server import serve
-from tests.app_fixtures import SMOKE_MODEL
+from tests.app_fixtures import SMOKE_MODEL, pool_npy
 
 NPY = "application/x-npy"
 RNG = np.random.default_rng(7)
@@ -44,24 +44,6 @@ def client(server: str) -> Iterator[triton.InferenceServerClient]:
 def http(server: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server, timeout=60) as c:
         yield c
-
-
-def _npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    return buf.getvalue()
-
-
-def _pool_npy(http: httpx.Client, op: str, x: np.ndarray, **params: str) -> np.ndarray:
-    """/pool's npy result for the same request (the native route)."""
-    r = http.post(
-        "/pool",
-        params={"op": op, **params},
-        content=_npy(x),
-        headers={"content-type": NPY, "accept": NPY},
-    )
-    assert r.status_code == 200, r.text
-    return np.asarray(np.load(io.BytesIO(r.content), allow_pickle=False))
 
 
 def _pool_json(http: httpx.Client, op: str, params: dict[str, Any], **tensors: np.ndarray):
@@ -173,7 +155,7 @@ def test_list_param_as_json_string_equals_pool(
         parameters={"kernel_size": "[2, 4]", "stride": "[2, 2]"},
         outputs=_outputs(["y"], binary),
     )  # fmt: skip
-    native = _pool_npy(http, "avg", X, kernel_size="[2,4]", stride="[2,2]")
+    native = pool_npy(http, "avg", X, kernel_size="[2,4]", stride="[2,2]")
     np.testing.assert_array_equal(result.as_numpy("y"), native)
 
 
@@ -199,7 +181,7 @@ def test_gem_float_param_equals_pool(
 ) -> None:
     x = np.abs(X) + 0.1
     result = client.infer("pool.gem", [_input("x", x)], parameters={"p": 3.0})
-    native = _pool_npy(http, "gem", x, p="3.0")
+    native = pool_npy(http, "gem", x, p="3.0")
     np.testing.assert_array_equal(result.as_numpy("y"), native)
 
 
@@ -254,7 +236,7 @@ def test_learnable_op_names_its_entry(
 ) -> None:
     x = RNG.standard_normal((1, 512, 4, 4)).astype(np.float32)
     result = client.infer("pool.netvlad", [_input("x", x)], parameters={"model": "netvlad_head"})
-    native = _pool_npy(http, "netvlad", x, model="netvlad_head")
+    native = pool_npy(http, "netvlad", x, model="netvlad_head")
     np.testing.assert_array_equal(result.as_numpy("y"), native)
 
 
@@ -284,7 +266,7 @@ def test_shared_memory_input_and_output_equal_pool(
         assert "data" not in output
         assert output["parameters"]["shared_memory_region"] == "out"
         y = shm.get_contents_as_numpy(region_out, np.float32, [2, 3, 4, 4], offset=32)
-        np.testing.assert_array_equal(y, _pool_npy(http, "max", X, kernel_size="2"))
+        np.testing.assert_array_equal(y, pool_npy(http, "max", X, kernel_size="2"))
         status = client.get_system_shared_memory_status()
         assert {s["name"] for s in status} == {"in", "out"}
     finally:

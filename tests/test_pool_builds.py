@@ -31,7 +31,7 @@ from app.inference.pool import PoolEngine
 from export.runtime.errors import LoweringError
 from export.runtime.lowering import select_lowering
 from models.pooling import parse_params
-from tests.app_fixtures import AppClient, app_settings, create_app
+from tests.app_fixtures import AppClient, app_settings, create_app, npy_bytes
 
 NPY = "application/x-npy"
 START_TIMEOUT_S = 120.0
@@ -68,19 +68,13 @@ def _held_build(started: str, release: str, job: BuildJob) -> bytes:
 # Helpers ---------------------------------------------------------------------------------
 
 
-def _npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    return buf.getvalue()
-
-
 def _query(op: str, **params: Any) -> dict[str, str]:
     return {"op": op, **{k: json.dumps(v) for k, v in params.items()}}
 
 
 def _pool(client: AppClient, x: np.ndarray, op: str, **params: Any) -> httpx.Response:
     headers = {"content-type": NPY, "accept": NPY}
-    return client.post("/pool", params=_query(op, **params), content=_npy(x), headers=headers)
+    return client.post("/pool", params=_query(op, **params), content=npy_bytes(x), headers=headers)
 
 
 def _result(r: httpx.Response) -> np.ndarray:
@@ -216,7 +210,7 @@ def test_hits_are_served_while_a_build_is_held(
 
     async def post(op: str, **params: Any) -> httpx.Response:
         query = _query(op, **params)
-        return await app.http.post("/pool", params=query, content=_npy(x), headers=headers)
+        return await app.http.post("/pool", params=query, content=npy_bytes(x), headers=headers)
 
     async def scenario() -> httpx.Response:
         miss = asyncio.ensure_future(post("median", kernel_size=3))

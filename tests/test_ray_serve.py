@@ -34,7 +34,7 @@ from app.ray_serve.digest import repository_digest
 from app.ray_serve.gate import REPLICA_HEADER
 from app.ray_serve.options import Scaling, deployment_options
 from app.ray_serve.replica import PoolserveReplica
-from tests.app_fixtures import CPU, SMOKE_MODEL, AppClient, app_settings, create_app
+from tests.app_fixtures import CPU, SMOKE_MODEL, AppClient, app_settings, create_app, npy_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -144,12 +144,6 @@ def reference(app_repository: Path) -> Iterator[AppClient]:
     client.close()
 
 
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
-
-
 def _png(seed: int, size: tuple[int, int]) -> bytes:
     pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
     buf = io.BytesIO()
@@ -191,8 +185,8 @@ def test_pool_equals_one_poolserve(cluster: Cluster, reference: AppClient, op, p
     x = np.random.default_rng(7).random((1, 8, 32, 32), dtype=np.float32)
     query = {"op": op, **{k: json.dumps(v) for k, v in params.items()}}
     headers = {"content-type": NPY, "accept": NPY}
-    via_ray = cluster.http.post("/pool", params=query, content=_npy(x), headers=headers)
-    alone = reference.post("/pool", params=query, content=_npy(x), headers=headers)
+    via_ray = cluster.http.post("/pool", params=query, content=npy_bytes(x), headers=headers)
+    alone = reference.post("/pool", params=query, content=npy_bytes(x), headers=headers)
     assert via_ray.status_code == alone.status_code == 200, via_ray.text[:300]
     ours = np.load(io.BytesIO(via_ray.content))
     theirs = np.load(io.BytesIO(alone.content))
@@ -313,7 +307,7 @@ HOSTILE: dict[str, tuple[str, str, dict[str, Any]]] = {
     "malformed_json": ("POST", "/pool", _raw(b'{"op": "max", ', JSON)),
     "unknown_op": ("POST", "/pool", {"json": {**GOOD, "op": "nope"}}),
     "pickled_npy": ("POST", "/pool?op=max&kernel_size=2", _raw(PICKLE.getvalue(), NPY)),
-    "non_finite_npy": ("POST", "/pool?op=max&kernel_size=2", _raw(_npy(NAN), NPY)),
+    "non_finite_npy": ("POST", "/pool?op=max&kernel_size=2", _raw(npy_bytes(NAN), NPY)),
     "unsupported_media_type": ("POST", "/pool", _raw(json.dumps(GOOD).encode(), "text/plain")),
     "too_expensive": ("POST", "/pool", {"json": EXPENSIVE}),
     "corrupt_image": ("POST", "/descriptor", _images(b"ZZ" * 40)),

@@ -4,7 +4,6 @@ refuses new connections, closes idle keep-alive ones, and the process exits with
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import select
@@ -21,6 +20,7 @@ import pytest
 
 from app.shutdown import FORCED_EXIT_CODE
 from bench.server import free_port
+from tests.app_fixtures import npy_bytes
 from tests.app_process import children, clean_environment, served
 
 SLACK_S = 1.5
@@ -28,12 +28,6 @@ SLACK_S = 1.5
 MEDIAN = "op=median&kernel_size=9&stride=1"
 """About 0.7 s on 2 CPU cores for a 1x8x256x256 input (tests/test_app_deadlines.py), so
 about 0.2 s for 1x8x128x128 and 3 s for 1x4x512x512 on one thread."""
-
-
-def _npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    return buf.getvalue()
 
 
 def _head(path: str, length: int, content_type: str) -> bytes:
@@ -67,7 +61,7 @@ def _one_reply(sock: socket.socket) -> bytes:
 
 def _pool_npy(port: int, x: np.ndarray) -> socket.socket:
     """A /pool median request sent whole; the reply is read later."""
-    body = _npy(x)
+    body = npy_bytes(x)
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
     sock.sendall(_head(f"/pool?{MEDIAN}", len(body), "application/x-npy") + body)
     return sock
