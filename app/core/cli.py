@@ -23,6 +23,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import CliSettingsSource
 
 from app.core.config import Settings
+from models.pooling.errors import describe_validation_errors
 
 ENV_FILE_VARIABLE = "POOLSERVE_ENV_FILE"
 DEFAULT_ENV_FILE = Path(".env")
@@ -103,7 +104,7 @@ def parse_command_line(argv: Sequence[str], environ: Mapping[str, str]) -> Comma
         cli = SettingsCli(Settings, cli_parse_args=list(argv), root_parser=root)
         settings = Settings(_cli_settings_source=cli, _env_file=dotenv)
     except ValidationError as exc:
-        _fail(_describe(exc))
+        _fail(describe_validation_errors(exc.errors(include_input=False), whole="settings"))
     known, _ = root.parse_known_args(list(argv))
     return CommandLine(settings, bool(known.print_settings))
 
@@ -139,14 +140,6 @@ def printable(settings: Settings) -> str:
     for name in SECRET_SETTINGS:
         values[name] = ["***"] * len(values[name])
     return json.dumps(values, indent=2)
-
-
-def _describe(exc: ValidationError) -> str:
-    """The failing settings and why, without echoing the values (they may be keys)."""
-    return "; ".join(
-        f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
-        for error in exc.errors(include_input=False)
-    )
 
 
 def _fail(message: str) -> NoReturn:
